@@ -1,0 +1,120 @@
+"""Comparisons the chapters and the tests share: a candidate loss against a reference.
+
+A check compares values *and* gradients on a list of cases; the bug zoo and
+the exercises use the same function, so a mistake fails the same way in the
+notebook and in CI.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["CheckResult", "compare_losses", "cross_entropy_cases", "self_check", "check_function"]
+
+
+@dataclass
+class CheckResult:
+    name: str
+    value_error: float  # max |candidate - reference| over cases (inf when one is not finite)
+    grad_error: float  # max |d candidate / d input - d reference / d input|
+    cases: int
+    atol: float
+
+    @property
+    def passed(self) -> bool:
+        return self.value_error <= self.atol and self.grad_error <= self.atol
+
+    def __str__(self) -> str:
+        mark = "PASS" if self.passed else "FAIL"
+        return (
+            f"{mark}  {self.name:<28} max value error {_fmt(self.value_error)}, "
+            f"max grad error {_fmt(self.grad_error)} over {self.cases} cases (atol {self.atol:g})"
+        )
+
+    __repr__ = __str__
+
+
+def _fmt(x: float) -> str:
+    return "inf" if math.isinf(x) else ("nan" if math.isnan(x) else f"{x:.1e}")
+
+
+def _error(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    if a.shape != b.shape:
+        return math.inf
+    same_nan = torch.isnan(a) & torch.isnan(b)
+    if (torch.isnan(a) ^ torch.isnan(b)).any() or (torch.isinf(a) | torch.isinf(b)).any():
+        if not torch.equal(torch.where(same_nan, 0.0, a), torch.where(same_nan, 0.0, b)):
+            return math.inf
+    diff = torch.where(same_nan, 0.0, a - b).abs()
+    return float(diff.max()) if diff.numel() else 0.0
+
+
+def compare_losses(candidate, reference, cases, *, atol: float = 1e-6, name: str | None = None) -> CheckResult:
+    """Run ``candidate(**case)`` and ``reference(**case)`` on every case; compare values and grads.
+
+    The gradient is taken with respect to the case's first tensor argument
+    (``source`` / logits), summing the loss if it is not a scalar.
+    """
+    value_err, grad_err = 0.0, 0.0
+    for case in cases:
+        first = next(iter(case))
+        outs, grads = [], []
+        for fn in (candidate, reference):
+            args = dict(case)
+            leaf = args[first].detach().clone().requires_grad_(True)
+            args[first] = leaf
+            out = fn(**args)
+            out.sum().backward()
+            outs.append(out)
+            grads.append(leaf.grad if leaf.grad is not None else torch.zeros_like(leaf))
+        value_err = max(value_err, _error(*outs))
+        grad_err = max(grad_err, _error(*grads))
+    return CheckResult(name or getattr(candidate, "__name__", "candidate"), value_err, grad_err, len(cases), atol)
+
+
+def cross_entropy_cases(seed: int = 0, *, dtype=torch.float32, extreme: bool = True) -> list[dict]:
+    """Inputs for ``fixed_cross_entropy``-shaped functions: (source, target, ignore_index).
+
+    Uneven ignore patterns, batch 1, a single class row, and (``extreme``) logits near +-100.
+    """
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for items, classes, ignored in [(8, 5, 3), (1, 7, 0), (12, 3, 8), (16, 11, 1)]:
+        source = (3 * torch.randn(items, classes, generator=g)).to(dtype)
+        target = torch.randint(0, classes, (items,), generator=g)
+        target[torch.randperm(items, generator=g)[:ignored]] = -100
+        cases.append({"source": source, "target": target, "ignore_index": -100})
+    if extreme:
+        source = torch.tensor([[100.0, -100.0, 0.0], [-100.0, 100.0, 50.0]], dtype=dtype)
+        cases.append({"source": source, "target": torch.tensor([1, 0]), "ignore_index": -100})
+    return cases
+
+
+def self_check(name: str, answer, expected, *, atol: float = 1e-4) -> None:
+    """An exercise's self-check: prints whether the answer is right (returns nothing, so a cell shows only that).
+
+    ``answer`` may be ``...`` (not attempted yet), a number, or a tensor.
+    """
+    if answer is Ellipsis:
+        print(f"{name}: not attempted yet (replace ... with your answer)")
+        return
+    got = torch.as_tensor(answer, dtype=torch.float64)
+    want = torch.as_tensor(expected, dtype=torch.float64)
+    if got.shape != want.shape:
+        print(f"{name}: wrong shape {list(got.shape)}, expected {list(want.shape)}")
+        return
+    err = float((got - want).abs().max()) if want.numel() else 0.0
+    verdict = "correct" if err <= atol else "not yet"
+    print(f"{name}: {verdict} (max error {err:.1e}, tolerance {atol:g})")
+
+
+def check_function(name: str, candidate, reference, cases, *, atol: float = 1e-5) -> None:
+    """An exercise's self-check for a function: ``...`` means not attempted yet."""
+    if candidate is Ellipsis:
+        print(f"{name}: not attempted yet (replace ... with your function)")
+        return
+    print(compare_losses(candidate, reference, cases, atol=atol, name=name))

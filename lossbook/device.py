@@ -1,0 +1,59 @@
+"""Devices and seeds: the two things every chapter sets up first.
+
+See notebooks/00_how_to_read_this_book.ipynb.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+__all__ = ["pick_device", "seed_everything"]
+
+_KNOWN = ("cuda", "mps", "cpu")
+
+
+def pick_device() -> torch.device:
+    """The device a chapter runs on: cuda, then mps, then cpu.
+
+    The environment variable ``LOSSBOOK_DEVICE`` overrides the choice
+    (``cpu``, ``cuda``, ``cuda:1``, ``mps``); asking for a device this
+    machine does not have is an error, not a silent fallback.
+    """
+    wanted = os.environ.get("LOSSBOOK_DEVICE", "").strip()
+    if wanted:
+        kind = wanted.split(":")[0]
+        if kind not in _KNOWN:
+            raise ValueError(f"LOSSBOOK_DEVICE={wanted!r}: expected one of {_KNOWN} (optionally 'cuda:N')")
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"LOSSBOOK_DEVICE={wanted!r} but torch.cuda.is_available() is False")
+        if kind == "mps" and not _mps_available():
+            raise RuntimeError(f"LOSSBOOK_DEVICE={wanted!r} but the MPS backend is not available")
+        return torch.device(wanted)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (every device) and return a CPU generator.
+
+    The returned ``torch.Generator`` is for code that wants its own stream of
+    random numbers (data sets, masks) independent of the global one.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return torch.Generator().manual_seed(seed)

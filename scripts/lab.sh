@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set up .venv and open the book in JupyterLab. Extra arguments go to jupyter lab (e.g. --no-browser).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/jupyter lab notebooks/00_how_to_read_this_book.ipynb "$@"

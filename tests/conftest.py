@@ -1,0 +1,41 @@
+"""Shared test set-up.
+
+LOSSBOOK_STRICT=1 (set by .ci/run) turns every skip into a failure, so an
+optional part that CI is meant to have (transformers, later trl,
+laplace-torch and a browser) can never go missing silently.  Skips whose
+reason starts with "hardware:" (a GPU test on a CPU machine) stay skips.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import pytest
+
+STRICT = os.environ.get("LOSSBOOK_STRICT", "") not in ("", "0")
+
+
+def require(module: str, why: str):
+    """Import an optional module, or skip with a clear reason (a failure under LOSSBOOK_STRICT)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        pytest.skip(f"{module} is not installed ({err}); {why}. Install it with: pip install -e '.[upstream]'")
+
+
+@pytest.fixture(scope="session")
+def hf_loss_utils():
+    """transformers' loss module, the upstream reference of chapters 01-06."""
+    return require("transformers.loss.loss_utils", "needed for parity with Hugging Face transformers")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if "hardware:" not in reason:
+            report.outcome = "failed"
+            report.longrepr = f"LOSSBOOK_STRICT=1 forbids this skip: {reason}"

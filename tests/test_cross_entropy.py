@@ -1,0 +1,162 @@
+"""fixed_cross_entropy against transformers, PyTorch, sympy and autograd."""
+
+import pytest
+import sympy as sp
+import torch
+import torch.nn.functional as F
+
+from lossbook import derivations, fixed_cross_entropy
+from lossbook.checks import compare_losses, cross_entropy_cases
+
+
+def _idx(*shape):
+    return torch.zeros(*shape, dtype=torch.long)
+
+
+DTYPES = {torch.float32: 1e-6, torch.bfloat16: 0.0, torch.float16: 0.0}  # half: the same kernel, so exact
+
+
+def _inputs(seed, items, classes, ignored, dtype, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    source = (scale * torch.randn(items, classes, generator=g)).to(dtype)
+    target = torch.randint(0, classes, (items,), generator=g)
+    target[torch.randperm(items, generator=g)[:ignored]] = -100
+    return source, target
+
+
+def _value_and_grad(fn, source, target, **kwargs):
+    leaf = source.detach().clone().requires_grad_(True)
+    loss = fn(leaf, target, **kwargs)
+    loss.backward()
+    return loss.detach(), leaf.grad
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("items,classes,ignored", [(1, 2, 0), (1, 50, 0), (7, 5, 3), (64, 13, 20), (2, 3, 1)])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("num_items", [None, 11, "tensor"])
+def test_parity_with_transformers(hf_loss_utils, seed, items, classes, ignored, dtype, num_items):
+    source, target = _inputs(seed, items, classes, ignored, dtype)
+    if num_items == "tensor":
+        num_items = torch.tensor(items + 3)
+    ours = _value_and_grad(fixed_cross_entropy, source, target, num_items_in_batch=num_items)
+    theirs = _value_and_grad(hf_loss_utils.fixed_cross_entropy, source, target, num_items_in_batch=num_items)
+    tol = DTYPES[dtype]
+    assert ours[0].dtype == theirs[0].dtype
+    torch.testing.assert_close(ours[0], theirs[0], atol=tol, rtol=tol)
+    torch.testing.assert_close(ours[1], theirs[1], atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("ignore_index", [-100, 0, 4])
+def test_parity_for_other_ignore_index(hf_loss_utils, ignore_index):
+    source, target = _inputs(5, 10, 6, 0, torch.float32)
+    target[::3] = ignore_index
+    ours = _value_and_grad(fixed_cross_entropy, source, target, ignore_index=ignore_index)
+    theirs = _value_and_grad(hf_loss_utils.fixed_cross_entropy, source, target, ignore_index=ignore_index)
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_extreme_logits_are_finite_and_match(hf_loss_utils):
+    source = torch.tensor([[100.0, -100.0, 0.0], [-100.0, 100.0, 50.0], [1e4, -1e4, 0.0]])
+    target = torch.tensor([1, 0, 0])
+    ours = _value_and_grad(fixed_cross_entropy, source, target)
+    theirs = _value_and_grad(hf_loss_utils.fixed_cross_entropy, source, target)
+    assert torch.isfinite(ours[0]) and torch.isfinite(ours[1]).all()
+    torch.testing.assert_close(ours, theirs)
+    # closed form: (logsumexp - z_y) averaged; row 0 -> 200, row 1 -> 200, row 2 -> 0
+    assert ours[0].item() == pytest.approx(400 / 3, rel=1e-6)
+
+
+def test_all_ignored_is_nan_without_count_and_zero_with_one(hf_loss_utils):
+    source = torch.randn(4, 5)
+    target = torch.full((4,), -100)
+    value, grad = _value_and_grad(fixed_cross_entropy, source, target)
+    assert torch.isnan(value) and torch.isnan(hf_loss_utils.fixed_cross_entropy(source, target))
+    assert torch.equal(grad, torch.zeros_like(grad))  # documented: NaN value, zero gradient
+    value, grad = _value_and_grad(fixed_cross_entropy, source, target, num_items_in_batch=7)
+    assert value.item() == 0.0 and torch.equal(grad, torch.zeros_like(grad))
+
+
+def test_unbatched_and_empty_inputs_match_upstream(hf_loss_utils):
+    z, y = torch.randn(5), torch.tensor(2)
+    torch.testing.assert_close(fixed_cross_entropy(z, y), hf_loss_utils.fixed_cross_entropy(z, y))
+    empty_z, empty_y = torch.randn(0, 3), torch.zeros(0, dtype=torch.long)
+    assert fixed_cross_entropy(empty_z, empty_y, num_items_in_batch=1).item() == 0.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gradcheck_float64(seed):
+    source, target = _inputs(seed, 6, 4, 2, torch.float64)
+    source.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda s: fixed_cross_entropy(s, target), (source,))
+    assert torch.autograd.gradcheck(lambda s: fixed_cross_entropy(s, target, num_items_in_batch=9), (source,))
+    assert torch.autograd.gradcheck(lambda s: fixed_cross_entropy(s, target, label_smoothing=0.2), (source,))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sympy_value_and_gradient_equal_lossbook(seed):
+    classes, items = 4, 5
+    z = derivations.logit_symbols(classes)
+    source, target = _inputs(seed, items, classes, 2, torch.float64)
+    leaf = source.clone().requires_grad_(True)
+    fixed_cross_entropy(leaf, target).backward()
+    kept = int((target != -100).sum())
+    total = 0.0
+    for i, (row, y) in enumerate(zip(source.tolist(), target.tolist())):
+        if y == -100:  # an ignored row gets no gradient
+            assert torch.equal(leaf.grad[i], torch.zeros(classes, dtype=torch.float64))
+            continue
+        total += sp.lambdify(z, derivations.cross_entropy(z, y))(*row)
+        grad = [sp.lambdify(z, g)(*row) for g in derivations.cross_entropy_grad(z, y)]
+        torch.testing.assert_close(leaf.grad[i], torch.tensor(grad, dtype=torch.float64) / kept)
+    assert fixed_cross_entropy(source, target).item() == pytest.approx(total / kept, rel=1e-12)
+
+
+def test_label_smoothing_is_forwarded_and_matches_sympy(hf_loss_utils):
+    eps = sp.Rational(1, 10)
+    z = derivations.logit_symbols(3)
+    row, y = [0.5, -1.0, 2.0], 1
+    expected = float(sp.lambdify(z, derivations.label_smoothed_cross_entropy(z, y, eps))(*row))
+    source, target = torch.tensor([row], dtype=torch.float64), torch.tensor([y])
+    assert fixed_cross_entropy(source, target, label_smoothing=0.1).item() == pytest.approx(expected, rel=1e-12)
+    # transformers drops label_smoothing (its **kwargs are not forwarded): the chapter says so
+    assert hf_loss_utils.fixed_cross_entropy(source, target, label_smoothing=0.1).item() == pytest.approx(
+        fixed_cross_entropy(source, target).item()
+    )
+
+
+def test_shared_check_cases_pass_against_plain_pytorch():
+    reference = lambda source, target, ignore_index: F.cross_entropy(source, target, ignore_index=ignore_index)
+    result = compare_losses(fixed_cross_entropy, reference, cross_entropy_cases(0))
+    assert result.passed, result
+
+
+# ---- bad input: clear errors naming the argument and the shapes -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source,target,kwargs,error,message",
+    [
+        (torch.randn(2, 3, 5), _idx(2, 3), {}, ValueError, r"source must be .*got shape \[2, 3, 5\]"),
+        (torch.randn(4, 5), _idx(3), {}, ValueError, r"target must have shape \[4\].*got \[3\]"),
+        (torch.randn(4, 5), _idx(4, 1), {}, ValueError, r"got \[4, 1\]"),
+        (torch.randn(4, 5), torch.tensor([0, 1, 5, 2]), {}, ValueError, r"index 5, outside \[0, 5\).*shape \[4\]"),
+        (torch.randn(4, 5), torch.tensor([0, -1, 2, 2]), {}, ValueError, r"class index -1"),
+        (torch.randn(4, 5), torch.zeros(4), {}, TypeError, r"target must hold integer .*float32 with shape \[4\]"),
+        (_idx(4, 5), _idx(4), {}, TypeError, r"source must be a floating"),
+        (torch.randn(4, 5), _idx(4), {"num_items_in_batch": 0}, ValueError, "must be positive"),
+        (torch.randn(4, 5), _idx(4), {"num_items_in_batch": torch.ones(2)}, ValueError, r"shape \[2\]"),
+        (torch.randn(4, 5), _idx(4), {"reduction": "sum"}, TypeError, "num_items_in_batch"),
+        ([[0.0, 1.0]], _idx(1), {}, TypeError, "source must be a torch.Tensor"),
+    ],
+)
+def test_bad_input_errors_name_argument_and_shapes(source, target, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        fixed_cross_entropy(source, target, **kwargs)
+
+
+def test_out_of_range_ignored_value_is_fine():
+    # ignore_index itself may lie outside [0, classes): question answering uses ignore_index = seq length
+    source = torch.randn(3, 4)
+    loss = fixed_cross_entropy(source, torch.tensor([0, 4, 1]), ignore_index=4)
+    assert loss.item() == pytest.approx(F.cross_entropy(source[[0, 2]], torch.tensor([0, 1])).item())

@@ -1,0 +1,112 @@
+"""Stored notebooks are clean, executed top to bottom, and keep the chapter contract's shape.
+
+nbval (pytest over notebooks/) re-executes them and compares the cells marked
+"# NBVAL_CHECK_OUTPUT"; these tests check what nbval does not.
+"""
+
+import ast
+import inspect
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+import lossbook
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+CONTRACT = ["Derive", "Implement", "Check", "See", "Train", "Verify", "Practise"]
+VOLATILE = re.compile(r"(/root/|/home/|/tmp/|/work/|/Users/|site-packages|\b0x[0-9a-fA-F]{6,})")
+NOTEBOOK_METADATA = {"kernelspec", "language_info", "widgets"}
+CELL_METADATA = {"tags", "editable", "slideshow", "jupyter"}
+
+
+def _code(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _python(source: str) -> str:
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+
+
+def _lossbook_names() -> set[str]:
+    names = set()
+    for module in [lossbook, *[m for m in vars(lossbook).values() if inspect.ismodule(m)]]:
+        if module.__name__.startswith("lossbook"):
+            names |= {n for n in getattr(module, "__all__", []) if not inspect.ismodule(getattr(module, n, None))}
+    return names
+
+
+def test_there_are_notebooks():
+    assert [p.name[:2] for p in NOTEBOOKS][:2] == ["00", "01"]
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=lambda p: p.name)
+def nb(request):
+    notebook = nbformat.read(request.param, as_version=4)
+    nbformat.validate(notebook)
+    return notebook
+
+
+def test_executed_top_to_bottom_in_one_run(nb):
+    counts = [c.execution_count for c in _code(nb)]
+    assert counts == list(range(1, len(counts) + 1)), "re-run with scripts/execute_notebooks.py"
+
+
+def test_no_errors_warnings_paths_or_addresses(nb):
+    for i, cell in enumerate(_code(nb)):
+        for out in cell.outputs:
+            assert out.output_type != "error", f"code cell {i} stored an error: {out.get('ename')}"
+            if out.output_type == "stream":
+                assert out.name == "stdout" or "Warning" not in out.text, f"code cell {i} stored a warning"
+            text = str(out)
+            match = VOLATILE.search(text)
+            assert match is None, f"code cell {i} output holds {match.group(0)!r}"
+
+
+def test_no_volatile_metadata(nb):
+    assert set(nb.metadata) <= NOTEBOOK_METADATA
+    for cell in nb.cells:
+        assert set(cell.metadata) <= CELL_METADATA, set(cell.metadata) - CELL_METADATA
+
+
+def test_first_code_cell_sets_up_the_chapter(nb):
+    first = _code(nb)[0].source
+    for needed in ("# NBVAL_IGNORE_OUTPUT", "import lossbook", "pick_device()", "seed_everything("):
+        assert needed in first
+
+
+def test_lesson_cells_are_checked_and_have_outputs(nb):
+    checked = [c for c in _code(nb) if "# NBVAL_CHECK_OUTPUT" in c.source]
+    assert len(checked) >= 3
+    assert all(c.outputs for c in checked)
+
+
+def test_notebooks_never_redefine_lossbook(nb):
+    names = _lossbook_names()
+    assert "fixed_cross_entropy" in names and "LogitExplorer" in names
+    for cell in _code(nb):
+        for node in ast.walk(ast.parse(_python(cell.source))):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                assert node.name not in names, f"notebook redefines lossbook's {node.name}"
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Name):
+                        assert target.id not in names, f"notebook rebinds lossbook's {target.id}"
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if not p.name.startswith("00")], ids=lambda p: p.name)
+def test_chapter_has_the_seven_parts_in_order(path):
+    nb = nbformat.read(path, as_version=4)
+    headings = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
+                if line.startswith("## ")]
+    found = [part for h in headings for part in CONTRACT if part in h]
+    assert found == CONTRACT, headings
+
+
+def test_book_toc_lists_every_notebook_in_order():
+    toc = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
+    files = [c["file"] for c in toc["chapters"]]
+    assert files == [f"notebooks/{p.stem}" for p in NOTEBOOKS]
