@@ -34,8 +34,10 @@ def plot_decision_regions(model, x: torch.Tensor, y: torch.Tensor, *, ax=None, r
     )
     grid = torch.stack([gx.flatten(), gy.flatten()], dim=-1)  # [resolution**2, 2]
     pred = model(grid.to(device)).argmax(-1).cpu().view(resolution, resolution)  # [resolution, resolution]
-    ax.contourf(gx, gy, pred, alpha=0.25, cmap="tab10", vmin=0, vmax=9, levels=int(y.max()) + 1)
-    ax.scatter(x[:, 0], x[:, 1], c=y, cmap="tab10", vmin=0, vmax=9, s=6)
+    classes = int(max(y.max(), pred.max())) + 1
+    colors = [plt.cm.tab10(i % 10) for i in range(classes)]
+    ax.contourf(gx, gy, pred, levels=[c - 0.5 for c in range(classes + 1)], colors=colors, alpha=0.25)
+    ax.scatter(x[:, 0], x[:, 1], c=[colors[i] for i in y.tolist()], s=6)
     ax.set_aspect("equal")
     ax.set_title(title or "decision regions")
     return ax

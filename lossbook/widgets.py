@@ -17,14 +17,12 @@ from .cross_entropy import fixed_cross_entropy
 
 __all__ = ["LogitExplorer", "ShapeTracer"]
 
-_BAR = (
-    '<div style="display:inline-block;vertical-align:middle;height:12px;width:{w:.0f}px;'
-    'background:{c};margin-left:{m:.0f}px"></div>'
-)
-
-
 def _bar(value: float, scale: float, color: str) -> str:
-    return _BAR.format(w=abs(value) * scale, c=color, m=0)
+    """A bar of width |value| * scale px."""
+    return (
+        '<div style="display:inline-block;vertical-align:middle;height:12px;'
+        f'width:{abs(value) * scale:.0f}px;background:{color}"></div>'
+    )
 
 
 def _signed_bar(value: float, scale: float) -> str:

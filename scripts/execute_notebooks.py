@@ -2,6 +2,10 @@
 
     .venv/bin/python scripts/execute_notebooks.py                 # every notebook
     .venv/bin/python scripts/execute_notebooks.py notebooks/01_cross_entropy.ipynb
+    .venv/bin/python scripts/execute_notebooks.py --device cuda --output-dir /tmp/run   # try a GPU, keep the originals
+
+The stored outputs are the CPU ones (nbval compares them in CI); ``--device`` other than cpu needs
+``--output-dir``, so a GPU run never overwrites them.
 
 After executing, volatile metadata is dropped (timestamps, kernel versions)
 and widget model ids are renamed deterministically, so re-running an
@@ -10,6 +14,7 @@ unchanged notebook changes only outputs that legitimately vary (timings).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -42,7 +47,7 @@ def clean(nb: nbformat.NotebookNode, stem: str) -> nbformat.NotebookNode:
     return nbformat.from_dict(json.loads(text))
 
 
-def execute(path: Path) -> float:
+def execute(path: Path, output: Path) -> float:
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
@@ -51,17 +56,26 @@ def execute(path: Path) -> float:
     start = time.perf_counter()
     client.execute()
     elapsed = time.perf_counter() - start
-    nbformat.write(clean(nb, path.stem), path)
+    nbformat.write(clean(nb, path.stem), output)
     return elapsed
 
 
 def main(argv: list[str]) -> None:
-    os.environ["LOSSBOOK_DEVICE"] = "cpu"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/NN_*.ipynb")
+    parser.add_argument("--device", default="cpu", help="LOSSBOOK_DEVICE for the run (default: cpu)")
+    parser.add_argument("--output-dir", type=Path, help="write executed copies here instead of in place")
+    args = parser.parse_args(argv)
+    if args.device != "cpu" and args.output_dir is None:
+        parser.error("--device other than cpu needs --output-dir: the stored outputs are the CPU ones")
+    os.environ["LOSSBOOK_DEVICE"] = args.device
     os.environ["PYTHONHASHSEED"] = "0"
-    paths = [Path(a).resolve() for a in argv] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    paths = [p.resolve() for p in args.notebooks] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if args.output_dir:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
     total = 0.0
     for path in paths:
-        elapsed = execute(path)
+        elapsed = execute(path, args.output_dir / path.name if args.output_dir else path)
         total += elapsed
         print(f"{path.relative_to(ROOT)}: {elapsed:.1f} s", flush=True)
     print(f"all {len(paths)} notebooks: {total:.1f} s")

@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/jupyter lab notebooks/00_how_to_read_this_book.ipynb "$@"
+root_flag=()
+[ "$(id -u)" = 0 ] && root_flag=(--allow-root)   # containers often run as root; JupyterLab refuses without it
+exec .venv/bin/jupyter lab notebooks/00_how_to_read_this_book.ipynb "${root_flag[@]}" "$@"
