@@ -63,7 +63,7 @@ def fixed_cross_entropy(
     check_float("source", source)
     check_integer("target", target)
     check_rank("source", source, (1, 2), "[items, classes] or [classes]")
-    if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
+    if not isinstance(ignore_index, numbers.Integral) or isinstance(ignore_index, bool):
         raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
     expected = source.shape[:1] if source.dim() == 2 else torch.Size([])
     if target.shape != expected:
@@ -72,6 +72,7 @@ def fixed_cross_entropy(
             f"(one class index per row of logits), got {shape_str(target)}"
         )
     classes = source.shape[-1]
+    ignore_index = int(ignore_index)
     _check_in_range("target", target, classes, ignore_index)
     extra = _forwarded_kwargs(kwargs)
     target = target.to(device=source.device, dtype=torch.long)

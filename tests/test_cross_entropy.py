@@ -1,5 +1,6 @@
 """fixed_cross_entropy against transformers, PyTorch, sympy and autograd."""
 
+import numpy as np
 import pytest
 import sympy as sp
 import torch
@@ -47,7 +48,7 @@ def test_parity_with_transformers(hf_loss_utils, seed, items, classes, ignored, 
     torch.testing.assert_close(ours[1], theirs[1], atol=tol, rtol=tol)
 
 
-@pytest.mark.parametrize("ignore_index", [-100, 0, 4])
+@pytest.mark.parametrize("ignore_index", [-100, 0, 4, np.int64(-100)])
 def test_parity_for_other_ignore_index(hf_loss_utils, ignore_index):
     source, target = _inputs(5, 10, 6, 0, torch.float32)
     target[::3] = ignore_index
