@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["shape_str", "check_tensor", "check_float", "check_integer", "check_rank", "check_same_shape"]
+__all__ = ["shape_str", "check_tensor", "check_float", "check_integer", "check_rank"]
 
 
 def shape_str(t: torch.Tensor) -> str:
@@ -42,10 +42,3 @@ def check_rank(name: str, t: torch.Tensor, ranks: tuple[int, ...], dims: str) ->
         raise ValueError(f"{name} must be {dims}, got shape {shape_str(t)} ({t.dim()} dims)")
     return t
 
-
-def check_same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
-    if a.shape != b.shape:
-        raise ValueError(
-            f"{name_a} and {name_b} must have the same shape, got {shape_str(a)} and {shape_str(b)}; "
-            "lossbook does not broadcast them"
-        )

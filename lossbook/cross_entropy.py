@@ -58,7 +58,7 @@ def fixed_cross_entropy(
     * shapes are checked (no silent broadcasting), targets must be integer
       indices in ``[0, classes)`` or ``ignore_index``, and a logits tensor of
       rank 3 is refused: flatten ``[batch, seq, vocab]`` to
-      ``[batch*seq, vocab]`` first (``causal_lm_loss`` does it for you).
+      ``[batch*seq, vocab]`` first, as the task losses of chapters 02-06 do.
     """
     check_float("source", source)
     check_integer("target", target)

@@ -25,7 +25,7 @@ def _bar(value: float, scale: float, color: str) -> str:
     )
 
 
-def _signed_bar(value: float, scale: float) -> str:
+def _signed_bar(value: float) -> str:
     """A bar growing left (negative) or right (positive) of a 60 px axis."""
     width = min(abs(value), 1.0) * 60
     left = 60 - width if value < 0 else 60
@@ -75,7 +75,7 @@ class LogitExplorer(W.VBox):
             mark = " &larr; y" if i == self.target.value else ""
             rows.append(
                 f"<tr><td>{html.escape(name)}{mark}</td><td>{self.sliders[i].value:+.1f}</td>"
-                f"<td>{_bar(p, 120, '#2ca02c')} {p:.4f}</td><td>{_signed_bar(g, 60)} {g:+.4f}</td></tr>"
+                f"<td>{_bar(p, 120, '#2ca02c')} {p:.4f}</td><td>{_signed_bar(g)} {g:+.4f}</td></tr>"
             )
         self.html.value = (
             '<table style="border-collapse:collapse;font-family:monospace">'

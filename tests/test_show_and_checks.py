@@ -52,3 +52,10 @@ def test_check_function(capsys):
     assert capsys.readouterr().out.startswith("PASS")
     checks.check_function("ex", lambda **kw: fixed_cross_entropy(**kw) + 1, fixed_cross_entropy, cases)
     assert capsys.readouterr().out.startswith("FAIL")
+
+
+def test_error_matches_non_finite_entries_exactly():
+    inf = float("inf")
+    assert checks._error(torch.tensor([inf, 1.0]), torch.tensor([inf, 1.5])) == 0.5
+    assert math.isinf(checks._error(torch.tensor([inf]), torch.tensor([-inf])))
+    assert math.isinf(checks._error(torch.tensor([1.0, 2.0]), torch.tensor([1.0])))
