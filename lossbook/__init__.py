@@ -6,10 +6,16 @@ One import gives a chapter everything it uses::
     from lossbook import fixed_cross_entropy, pick_device, seed_everything
 """
 
-from . import accumulation, bugzoo, checks, data, derivations, models, numerics, plotting, train, widgets
+from . import accumulation, bugzoo, checks, data, demos, derivations, models, numerics, plotting, train, widgets
+from .causal_lm import causal_lm_loss
 from .cross_entropy import fixed_cross_entropy
 from .device import pick_device, seed_everything
+from .loss_mapping import LOSS_MAPPING
+from .masked_lm import masked_lm_loss
+from .question_answering import question_answering_loss
+from .sequence_classification import sequence_classification_loss
 from .show import show_source
+from .token_classification import token_classification_loss
 
 __version__ = "0.1.0"
 
@@ -18,6 +24,7 @@ __all__ = [
     "bugzoo",
     "checks",
     "data",
+    "demos",
     "derivations",
     "models",
     "numerics",
@@ -25,6 +32,12 @@ __all__ = [
     "train",
     "widgets",
     "fixed_cross_entropy",
+    "causal_lm_loss",
+    "masked_lm_loss",
+    "sequence_classification_loss",
+    "token_classification_loss",
+    "question_answering_loss",
+    "LOSS_MAPPING",
     "pick_device",
     "seed_everything",
     "show_source",

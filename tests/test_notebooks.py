@@ -5,7 +5,9 @@ nbval (pytest over notebooks/) re-executes them and compares the cells marked
 """
 
 import ast
+import importlib
 import inspect
+import pkgutil
 import re
 from pathlib import Path
 
@@ -32,11 +34,12 @@ def _python(source: str) -> str:
 
 
 def _lossbook_names() -> set[str]:
-    names = set()
-    for module in [lossbook, *[m for m in vars(lossbook).values() if inspect.ismodule(m)]]:
-        if module.__name__.startswith("lossbook"):
-            names |= {n for n in getattr(module, "__all__", []) if not inspect.ismodule(getattr(module, n, None))}
-    return names
+    """Every public name of lossbook and of each of its modules, chapter submodules included."""
+    names = set(lossbook.__all__)
+    for info in pkgutil.walk_packages(lossbook.__path__, "lossbook."):
+        module = importlib.import_module(info.name)
+        names |= {n for n in getattr(module, "__all__", []) if not inspect.ismodule(getattr(module, n, None))}
+    return {n for n in names if not inspect.ismodule(getattr(lossbook, n, None))}
 
 
 def test_there_are_notebooks():

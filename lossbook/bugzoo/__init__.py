@@ -1,7 +1,8 @@
-"""The bug zoo: plausible, wrong cross-entropies, each failing ``checks.compare_losses``.
+"""The bug zoo: plausible, wrong losses, each failing the check that lossbook passes.
 
-These are kept as exhibits (chapter 01, section "Bug zoo") and as evidence that
-the book's checks can fail (tests/test_bugzoo.py).  Never use them.
+They are kept as exhibits (each chapter's "Bug zoo") and as evidence that the book's checks can fail
+(tests/test_bugzoo.py and each chapter's tests).  Never use them.  This module holds chapter 01's wrong
+cross-entropies; each later chapter has a submodule (``lossbook.bugzoo.causal_lm``, ...).
 """
 
 from __future__ import annotations
@@ -9,7 +10,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["scores_the_padding", "cross_entropy_of_probabilities", "mean_of_means", "log_of_softmax"]
+__all__ = [
+    "scores_the_padding",
+    "cross_entropy_of_probabilities",
+    "mean_of_means",
+    "log_of_softmax",
+    "causal_lm",
+    "masked_lm",
+    "sequence_classification",
+    "token_classification",
+    "question_answering",
+]
 
 
 def scores_the_padding(source, target, ignore_index=-100):
@@ -37,3 +48,7 @@ def log_of_softmax(source, target, ignore_index=-100):
     p = torch.exp(source) / torch.exp(source).sum(-1, keepdim=True)  # [items, classes]
     picked = p[keep].gather(-1, target[keep].unsqueeze(-1)).squeeze(-1)  # [kept]
     return -torch.log(picked).mean()
+
+
+# one module per later chapter; imported last, so they can build on the names above
+from . import causal_lm, masked_lm, question_answering, sequence_classification, token_classification  # noqa: E402

@@ -4,6 +4,9 @@ Each explorer is a widget (display it as the last expression of a cell) whose
 numbers come from lossbook itself, so what the reader sees is what the tests
 check.  The HTML they render is plain inline-styled markup, so the built book
 shows it from the notebook's embedded widget state.
+
+This module holds chapter 01's explorers; each later chapter has a submodule
+(``lossbook.widgets.causal_lm``, ...).
 """
 
 from __future__ import annotations
@@ -13,9 +16,17 @@ import html
 import ipywidgets as W
 import torch
 
-from .cross_entropy import fixed_cross_entropy
+from ..cross_entropy import fixed_cross_entropy
 
-__all__ = ["LogitExplorer", "ShapeTracer"]
+__all__ = [
+    "LogitExplorer",
+    "ShapeTracer",
+    "causal_lm",
+    "masked_lm",
+    "sequence_classification",
+    "token_classification",
+    "question_answering",
+]
 
 def _bar(value: float, scale: float, color: str) -> str:
     """A bar of width |value| * scale px."""
@@ -154,3 +165,7 @@ class ShapeTracer(W.VBox):
             f'<p style="font-family:monospace">loss = <b class="lossbook-loss">{loss}</b>; '
             f"logits hold {b * t * v} floats = {b * t * v * 4} bytes in float32</p>"
         )
+
+
+# one module per later chapter; imported last, so they can build on the names above
+from . import causal_lm, masked_lm, question_answering, sequence_classification, token_classification  # noqa: E402

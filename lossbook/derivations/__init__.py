@@ -2,6 +2,9 @@
 
 Every function returns exact sympy expressions (no floats): the chapters
 assert identities on them with ``sp.simplify(lhs - rhs) == 0``.
+
+This module holds the foundations of chapters 00-01 (softmax, log-sum-exp, cross-entropy); each later
+chapter has a submodule (``lossbook.derivations.causal_lm``, ...) that builds on them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ __all__ = [
     "label_smoothed_cross_entropy",
     "accumulated_mean_of_means",
     "accumulated_shared_denominator",
+    "causal_lm",
+    "masked_lm",
+    "sequence_classification",
+    "token_classification",
+    "question_answering",
 ]
 
 
@@ -96,3 +104,7 @@ def accumulated_shared_denominator(sums, counts) -> sp.Expr:
     """k micro-batches, each summed and divided by the total count N = sum_j n_j."""
     total = sum(counts)
     return sum(s / total for s in sums)
+
+
+# one module per later chapter; imported last, so they can build on the names above
+from . import causal_lm, masked_lm, question_answering, sequence_classification, token_classification  # noqa: E402

@@ -1,0 +1,111 @@
+"""The causal language-model loss: next-token cross-entropy with the label shift done by the loss.
+
+Chapter: notebooks/02_causal_lm.ipynb.  Upstream: transformers
+``transformers.loss.loss_utils.ForCausalLMLoss``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_float, check_integer, shape_str
+from .cross_entropy import _check_in_range, fixed_cross_entropy
+
+__all__ = ["causal_lm_loss", "next_token_labels"]
+
+
+def next_token_labels(labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """The target of every position: ``labels`` moved one step left, ``ignore_index`` at the end.
+
+    ``labels``: Long[Tensor, "... seq"] -> Long[Tensor, "... seq"], same shape, so that position t of the
+    logits is scored against token t + 1 and the last position, which has no next token, against nothing.
+    Shift a sequence **once, in full**: a sequence cut into shards (context parallelism) must be shifted
+    before it is cut, then each shard passes its piece as ``causal_lm_loss(..., shift_labels=piece)``.
+    """
+    check_integer("labels", labels, "token ids")
+    if labels.dim() == 0:
+        raise ValueError("labels must have a sequence dimension (shape [..., seq]), got a 0-dim tensor")
+    padded = F.pad(labels.long(), (0, 1), value=int(ignore_index))  # [..., seq + 1]
+    return padded[..., 1:].contiguous()  # [..., seq]
+
+
+def causal_lm_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor | None,
+    vocab_size: int | None = None,
+    num_items_in_batch: int | torch.Tensor | None = None,
+    ignore_index: int = -100,
+    shift_labels: torch.Tensor | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """Next-token cross-entropy of a causal LM: position t of the logits predicts token t + 1 of the labels.
+
+    ``logits``: Float[Tensor, "batch seq vocab"] (any leading dims, e.g. "seq vocab" for one sequence).
+    ``labels``: Long[Tensor, "batch seq"], the *unshifted* token ids (usually ``input_ids`` with padding
+    and prompt positions set to ``ignore_index``); the loss shifts them itself.
+    ``shift_labels``: Long[Tensor, "batch seq"], targets already aligned with the logits; when given,
+    ``labels`` is not used (it may be ``None``), as upstream.
+
+    loss = sum_t [logsumexp(z_t) - z_t[y_{t+1}]] / D over the kept targets, with D = ``num_items_in_batch``
+    when given (sum-then-divide, for gradient accumulation and sharding) and else the number of kept targets.
+    The labels are padded on the right with ``ignore_index`` and sliced, ``labels[..., 1:]``; the logits
+    are not sliced, so nothing of size batch x seq x vocab is copied (beyond the float32 upcast below).
+
+    Edge cases (as upstream): the last position of every sequence has no target; a sequence of length 1,
+    or a batch whose targets are all ``ignore_index``, gives NaN (0/0, with a zero gradient) unless
+    ``num_items_in_batch`` is given, in which case it contributes 0.
+
+    Differences from transformers ``ForCausalLMLoss``, each a clear error or a stated choice:
+
+    * ``vocab_size`` defaults to ``logits.shape[-1]``; one that disagrees with it is an error naming both.
+      Upstream's ``logits.view(-1, vocab_size)`` regroups the numbers into rows of the wrong length, then
+      fails on a batch-size mismatch, or, when the counts happen to line up, silently scores wrong rows.
+    * ``labels`` (or ``shift_labels``) must have exactly the shape ``logits.shape[:-1]``; upstream accepts
+      e.g. flattened ``[batch*seq]`` labels and then shifts across the boundary between sequences.
+    * half and single precision are computed in float32 as upstream; float64 logits stay float64
+      (upstream's ``.float()`` would round them to float32), so ``gradcheck`` can run on this function.
+    * labels of any integer dtype are accepted (upstream refuses int32); every label must be a token id in
+      ``[0, vocab)`` or ``ignore_index``, the first one too (upstream never reads ``labels[..., 0]``).
+    * non-contiguous logits are flattened with ``reshape`` (upstream's ``view`` raises).
+    * ``label_smoothing`` and ``weight`` reach the cross-entropy (upstream swallows them); ``reduction``
+      is refused; other keyword arguments are ignored, as upstream.
+    """
+    check_float("logits", logits)
+    if logits.dim() < 2:
+        raise ValueError(f"logits must be [batch, seq, vocab] (or [seq, vocab]), got shape {shape_str(logits)}")
+    vocab = logits.shape[-1]
+    if vocab_size is not None:
+        if not isinstance(vocab_size, numbers.Integral) or isinstance(vocab_size, bool):
+            raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
+        if vocab_size != vocab:
+            raise ValueError(
+                f"vocab_size={vocab_size} disagrees with logits of shape {shape_str(logits)} "
+                f"(last dim {vocab}); view(-1, {vocab_size}) would regroup the logits into wrong rows"
+            )
+    if shift_labels is None:
+        if labels is None:
+            raise TypeError("causal_lm_loss needs labels (unshifted) or shift_labels (already shifted), got neither")
+        _check_labels("labels", labels, logits, ignore_index)
+        shift_labels = next_token_labels(labels, ignore_index)  # [batch, seq]
+    else:
+        _check_labels("shift_labels", shift_labels, logits, ignore_index)
+
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # upcast: the softmax needs float32's mantissa
+    flat_logits = logits.reshape(-1, vocab)  # [batch*seq, vocab], a view when logits are contiguous
+    flat_labels = shift_labels.reshape(-1).to(flat_logits.device)  # [batch*seq]
+    return fixed_cross_entropy(flat_logits, flat_labels, num_items_in_batch, ignore_index, **kwargs)  # []
+
+
+def _check_labels(name: str, labels, logits: torch.Tensor, ignore_index: int) -> None:
+    check_integer(name, labels, "token ids")
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"{name} must have shape {list(logits.shape[:-1])} (logits {shape_str(logits)} without the vocab "
+            f"dim: one token id per position), got {shape_str(labels)}"
+        )
+    if isinstance(ignore_index, numbers.Integral) and not isinstance(ignore_index, bool):
+        _check_in_range(name, labels, logits.shape[-1], int(ignore_index))

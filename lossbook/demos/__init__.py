@@ -1,0 +1,8 @@
+"""Per-chapter demo material: synthetic data generators, tiny models and metrics, one module per chapter.
+
+Kept apart from the losses so that a loss module holds the loss and nothing else.
+"""
+
+from . import causal_lm, masked_lm, question_answering, sequence_classification, token_classification
+
+__all__ = ["causal_lm", "masked_lm", "sequence_classification", "token_classification", "question_answering"]

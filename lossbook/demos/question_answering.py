@@ -1,0 +1,207 @@
+"""Chapter 06's demo: a synthetic span-extraction task, a tiny convolutional reader, exact match, the head map.
+
+The task (no download): a window of ``seq`` tokens ``[CLS] Q_k [SEP] context...``.  The context is
+filler words in which every key ``k`` appears as a marker token ``K_k`` followed by its answer, a
+run of 1-``max_answer`` value tokens closed by a full stop.  The question token ``Q_k`` asks for the
+answer after ``K_k``: the gold span is that run.  As in real QA pipelines the document is longer than
+the window, so some answers are cut off; their positions point past the window and the loss's clamp
+rule ignores them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "SpanVocab",
+    "make_span_data",
+    "SpanReader",
+    "best_spans",
+    "exact_match",
+    "loss_type",
+    "question_answering_cases",
+]
+
+
+@dataclass(frozen=True)
+class SpanVocab:
+    """Token ids of the synthetic task: specials, then questions, markers, values and filler words."""
+
+    keys: int = 4
+    values: int = 12
+    fillers: int = 16
+
+    PAD, CLS, SEP, STOP = 0, 1, 2, 3
+
+    def question(self, k: int) -> int:
+        return 4 + k
+
+    def marker(self, k: int) -> int:
+        return 4 + self.keys + k
+
+    @property
+    def first_value(self) -> int:
+        return 4 + 2 * self.keys
+
+    @property
+    def first_filler(self) -> int:
+        return self.first_value + self.values
+
+    @property
+    def size(self) -> int:
+        return self.first_filler + self.fillers
+
+    def name(self, token: int) -> str:
+        """A readable name for a token id (for printing examples)."""
+        specials = {self.PAD: "[PAD]", self.CLS: "[CLS]", self.SEP: "[SEP]", self.STOP: "."}
+        if token in specials:
+            return specials[token]
+        if token < 4 + self.keys:
+            return f"Q{token - 4}"
+        if token < self.first_value:
+            return f"K{token - 4 - self.keys}"
+        if token < self.first_filler:
+            return f"v{token - self.first_value}"
+        return f"w{token - self.first_filler}"
+
+
+def make_span_data(
+    n: int,
+    *,
+    seq: int = 32,
+    document: int = 36,
+    max_answer: int = 3,
+    vocab: SpanVocab | None = None,
+    generator: torch.Generator | None = None,
+):
+    """``n`` examples: token ids ``[n, seq]`` and gold ``start, end`` ``[n]`` each (inclusive indices).
+
+    The document (``document`` tokens after ``[CLS] Q_k [SEP]``) is cut to the window of ``seq`` tokens;
+    an answer cut off keeps its document positions, which are >= ``seq``: the loss ignores them.
+    """
+    vocab = vocab or SpanVocab()
+    if document + 3 < seq:
+        raise ValueError(f"document ({document}) + 3 must be at least seq ({seq})")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    block = max_answer + 2  # marker + answer + stop
+    ids = torch.empty(n, document + 3, dtype=torch.long)  # [n, full length]
+    starts = torch.empty(n, dtype=torch.long)
+    ends = torch.empty(n, dtype=torch.long)
+    for i in range(n):
+        doc = (vocab.first_filler + torch.randint(0, vocab.fillers, (document,), generator=g)).tolist()
+        # non-overlapping slots for the key blocks, in random order
+        shift = int(torch.randint(0, block, (1,), generator=g))  # so the window edge cuts blocks anywhere
+        slots = torch.randperm((document - shift) // block, generator=g)[: vocab.keys].tolist()
+        asked = int(torch.randint(0, vocab.keys, (1,), generator=g))
+        for k, slot in enumerate(slots):
+            length = int(torch.randint(1, max_answer + 1, (1,), generator=g))
+            at = shift + slot * block + int(torch.randint(0, block - length - 1, (1,), generator=g))
+            answer = (vocab.first_value + torch.randint(0, vocab.values, (length,), generator=g)).tolist()
+            doc[at : at + length + 2] = [vocab.marker(k), *answer, vocab.STOP]
+            if k == asked:
+                starts[i], ends[i] = 3 + at + 1, 3 + at + length  # +3 for [CLS] Q [SEP]
+        ids[i] = torch.tensor([vocab.CLS, vocab.question(asked), vocab.SEP, *doc])
+    return ids[:, :seq].contiguous(), starts, ends  # [n, seq], [n], [n]
+
+
+class SpanReader(nn.Module):
+    """A tiny convolutional reader: token embeddings, conditioned on the question, two convolutions, a 2-way head.
+
+    Every token sees its own embedding h_t, the question token's embedding q (position 1) and their
+    product h_t * q (how well this token matches the question); two 1-d convolutions of ``width``
+    tokens let it see its neighbours (the marker before an answer, the full stop after it).
+    ``forward(ids [batch, seq]) -> (start_logits [batch, seq], end_logits [batch, seq])``, split from
+    one ``[batch, seq, 2]`` projection as ``BertForQuestionAnswering`` does.
+    """
+
+    def __init__(self, vocab_size: int, hidden: int = 32, width: int = 9, question_at: int = 1):
+        super().__init__()
+        self.question_at = question_at
+        self.tokens = nn.Embedding(vocab_size, hidden)
+        self.conv1 = nn.Conv1d(3 * hidden, hidden, width, padding=width // 2)
+        self.conv2 = nn.Conv1d(hidden, hidden, width, padding=width // 2)
+        self.qa_outputs = nn.Linear(hidden, 2)
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.tokens(ids)  # [batch, seq, hidden]
+        q = h[:, self.question_at : self.question_at + 1].expand_as(h)  # [batch, seq, hidden]
+        x = torch.cat([h, q, h * q], dim=-1).transpose(1, 2)  # [batch, 3*hidden, seq]
+        x = F.gelu(self.conv1(x))  # [batch, hidden, seq]
+        x = F.gelu(self.conv2(x)).transpose(1, 2)  # [batch, seq, hidden]
+        logits = self.qa_outputs(x)  # [batch, seq, 2]
+        start_logits, end_logits = logits.unbind(-1)  # [batch, seq] each
+        return start_logits.contiguous(), end_logits.contiguous()
+
+
+def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, max_answer: int = 30) -> torch.Tensor:
+    """The span (s, e) with s <= e < s + max_answer that maximises start_logits[s] + end_logits[e].
+
+    The usual SQuAD post-processing, on the whole window.  Returns Long[Tensor, "batch 2"].
+    """
+    seq = start_logits.shape[-1]
+    scores = start_logits.unsqueeze(-1) + end_logits.unsqueeze(-2)  # [batch, seq(start), seq(end)]
+    i = torch.arange(seq, device=start_logits.device)
+    allowed = (i[None, :] >= i[:, None]) & (i[None, :] < i[:, None] + max_answer)  # [seq, seq]
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    flat = scores.flatten(-2).argmax(-1)  # [batch]
+    return torch.stack([flat // seq, flat % seq], dim=-1)  # [batch, 2]
+
+
+def exact_match(start_logits, end_logits, starts, ends, max_answer: int = 30) -> float:
+    """Fraction of the answerable examples (whole gold span inside the window) whose best span is exact."""
+    seq = start_logits.shape[-1]
+    pred = best_spans(start_logits, end_logits, max_answer)  # [batch, 2]
+    answerable = (ends < seq) & (starts >= 0)  # [batch]
+    hit = (pred[:, 0] == starts.to(pred.device)) & (pred[:, 1] == ends.to(pred.device))  # [batch]
+    hit = hit[answerable.to(pred.device)]
+    return float(hit.float().mean()) if hit.numel() else float("nan")
+
+
+def loss_type(class_name: str, mapping) -> str | None:
+    """The key of ``mapping`` that a model class of this name uses, by transformers' rule.
+
+    ``PreTrainedModel.__init__`` takes the class name itself if it is a key, else the first match of
+    the keys, tried in the map's order, anywhere in the name (``BertForQuestionAnswering`` ->
+    ``"ForQuestionAnswering"``); None when nothing matches (transformers then falls back to
+    ``"ForCausalLM"`` with a warning).
+    """
+    if class_name in mapping:
+        return class_name
+    found = re.findall("(" + "|".join(mapping) + ")", class_name)
+    return found[0] if found else None
+
+
+def question_answering_cases(seed: int = 0, *, dtype=torch.float32) -> list[dict]:
+    """Inputs for ``question_answering_loss``-shaped functions, for ``checks.compare_losses``.
+
+    Batch 1 and length 1, positions ``[batch]`` and ``[batch, 1]``, out-of-window positions (start
+    and end kept in different numbers), negative positions.  Every configuration appears twice, once
+    with ``start_logits`` first and once with ``end_logits`` first, since ``compare_losses``
+    differentiates with respect to a case's first tensor: so both heads' gradients are compared.
+    """
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for batch, seq, column in [(6, 9, False), (1, 5, False), (5, 1, False), (4, 7, True), (8, 12, False)]:
+        start_logits = (3 * torch.randn(batch, seq, generator=g)).to(dtype)
+        end_logits = (3 * torch.randn(batch, seq, generator=g)).to(dtype)
+        starts = torch.randint(0, seq, (batch,), generator=g)
+        ends = torch.randint(0, seq, (batch,), generator=g)
+        if batch > 1:
+            ends[0] = seq + 3  # cut off: ignored for the end head only
+            starts[-1] = -2  # negative: clamped to 0 and scored
+        if column:
+            starts, ends = starts.unsqueeze(-1), ends.unsqueeze(-1)  # [batch, 1]
+        case = {
+            "start_logits": start_logits,
+            "end_logits": end_logits,
+            "start_positions": starts,
+            "end_positions": ends,
+        }
+        cases.append(case)
+        cases.append({"end_logits": end_logits, **{k: v for k, v in case.items() if k != "end_logits"}})
+    return cases

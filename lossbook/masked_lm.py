@@ -1,0 +1,242 @@
+"""The masked language-model loss and the 80/10/10 masking that produces its labels.
+
+Chapter: notebooks/03_masked_lm.ipynb.  Upstream: transformers
+``transformers.loss.loss_utils.ForMaskedLMLoss`` (the loss) and
+``transformers.DataCollatorForLanguageModeling.torch_mask_tokens`` (the masking).
+Devlin et al. 2019, "BERT", section 3.1, Task #1: Masked LM.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import NamedTuple
+
+import torch
+
+from ._checks import check_float, check_integer, shape_str
+from .cross_entropy import _check_in_range, fixed_cross_entropy
+
+__all__ = ["masked_lm_loss", "Masking", "sample_masking", "mask_tokens", "mask_then_score"]
+
+
+def masked_lm_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    vocab_size: int | None = None,
+    num_items_in_batch: int | torch.Tensor | None = None,
+    ignore_index: int = -100,
+    **kwargs,
+) -> torch.Tensor:
+    """Cross-entropy of a masked LM: every position whose label is not ``ignore_index`` is scored, no shift.
+
+    ``logits``: Float[Tensor, "batch seq vocab"] (any leading dims, e.g. "seq vocab" for one sequence).
+    ``labels``: Long[Tensor, "batch seq"], the original token id at the positions the masking selected
+    and ``ignore_index`` everywhere else (what :func:`mask_tokens` returns).  Position t of the logits is
+    scored against label t: the model sees the whole (corrupted) sequence, so nothing is shifted.
+
+    loss = sum_{t selected} [logsumexp(z_t) - z_t[y_t]] / D, with D = ``num_items_in_batch`` when given
+    (sum-then-divide, for gradient accumulation) and else the number of selected positions.  The gradient
+    with respect to z_t is (softmax(z_t) - onehot(y_t)) / D at selected positions and exactly 0 elsewhere.
+
+    Edge cases (as upstream): a batch in which no position was selected (every label ``ignore_index``)
+    gives NaN (0/0, with a zero gradient) unless ``num_items_in_batch`` is given, in which case it
+    contributes 0.  With the usual 15% masking this happens to short sequences: a sequence of 4 tokens has
+    no selected position with probability 0.85**4 = 0.52.
+
+    Differences from transformers ``ForMaskedLMLoss``, each a clear error or a stated choice:
+
+    * ``vocab_size`` defaults to ``logits.shape[-1]``; one that disagrees with it is an error (upstream's
+      ``logits.view(-1, vocab_size)`` silently regroups the numbers into rows of the wrong length).
+    * ``labels`` must have exactly the shape ``logits.shape[:-1]``; upstream flattens both and accepts
+      any labels with the right number of elements (a transposed ``[seq, batch]`` tensor, say).
+    * half and single precision are computed in float32 as upstream; float64 logits stay float64
+      (upstream's ``.float()`` would round them to float32), so ``gradcheck`` can run on this function.
+    * labels of any integer dtype are accepted (upstream refuses int32); the label range is checked.
+    * non-contiguous logits are flattened with ``reshape`` (upstream's ``view`` raises).
+    * ``label_smoothing`` and ``weight`` reach the cross-entropy (upstream swallows them); ``reduction``
+      is refused; other keyword arguments are ignored, as upstream.
+    """
+    check_float("logits", logits)
+    if logits.dim() < 2:
+        raise ValueError(f"logits must be [batch, seq, vocab] (or [seq, vocab]), got shape {shape_str(logits)}")
+    vocab = logits.shape[-1]
+    if vocab_size is not None:
+        if not isinstance(vocab_size, numbers.Integral) or isinstance(vocab_size, bool):
+            raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
+        if vocab_size != vocab:
+            raise ValueError(
+                f"vocab_size={vocab_size} disagrees with logits of shape {shape_str(logits)} "
+                f"(last dim {vocab}); view(-1, {vocab_size}) would regroup the logits into wrong rows"
+            )
+    check_integer("labels", labels, "token ids")
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"labels must have shape {list(logits.shape[:-1])} (logits {shape_str(logits)} without the vocab "
+            f"dim: one token id or ignore_index per position), got {shape_str(labels)}"
+        )
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    _check_in_range("labels", labels, vocab, int(ignore_index))  # named and shaped as the caller passed them
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # upcast: the softmax needs float32's mantissa
+    flat_logits = logits.reshape(-1, vocab)  # [batch*seq, vocab], a view when logits are contiguous
+    flat_labels = labels.reshape(-1).to(flat_logits.device)  # [batch*seq]
+    return fixed_cross_entropy(flat_logits, flat_labels, num_items_in_batch, ignore_index, **kwargs)  # []
+
+
+class Masking(NamedTuple):
+    """What the masking decided, position by position (Bool[Tensor, "batch seq"] each, on the CPU).
+
+    ``selected``: scored by the loss (label = original token).  Of those, ``replaced`` became the mask
+    token, ``randomized`` became ``random_ids`` (Long[Tensor, "batch seq"], or ``None`` when no position
+    can be randomized), and the rest, ``unchanged``, kept their token.
+    """
+
+    selected: torch.Tensor
+    replaced: torch.Tensor
+    randomized: torch.Tensor
+    random_ids: torch.Tensor | None
+
+    @property
+    def unchanged(self) -> torch.Tensor:
+        return self.selected & ~self.replaced & ~self.randomized
+
+
+def _probability(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def sample_masking(
+    input_ids: torch.Tensor,
+    vocab_size: int,
+    mlm_probability: float = 0.15,
+    special_ids=(),
+    generator: torch.Generator | None = None,
+    mask_replace_prob: float = 0.8,
+    random_replace_prob: float = 0.1,
+    special_tokens_mask: torch.Tensor | None = None,
+) -> Masking:
+    """Draw the random choices of BERT's masking for ``input_ids`` (Long[Tensor, "batch seq"]).
+
+    Random numbers are drawn from ``generator`` (a CPU ``torch.Generator``; ``None`` = the global one) in
+    the order and shapes of transformers' ``DataCollatorForLanguageModeling.torch_mask_tokens``, so the
+    same seed gives the same masking as the collator:
+
+    1. ``selected ~ Bernoulli(mlm_probability)`` per position, probability 0 for special tokens
+       (ids in ``special_ids``, or positions where ``special_tokens_mask`` is true);
+    2. ``replaced = Bernoulli(mask_replace_prob) & selected``;
+    3. ``randomized = Bernoulli(random_replace_prob / (1 - mask_replace_prob)) & selected & ~replaced``
+       (the conditional probability that makes ``random_replace_prob`` the unconditional share), skipped
+       when ``mask_replace_prob == 1`` or ``random_replace_prob == 0``;
+    4. ``random_ids ~ Uniform{0, ..., vocab_size - 1}``: the whole vocabulary, special tokens included, as
+       upstream draws from ``len(tokenizer)``; a "random" token may equal the original one.
+    """
+    check_integer("input_ids", input_ids, "token ids")
+    if input_ids.dim() == 0:
+        raise ValueError("input_ids must have a sequence dimension (shape [batch, seq] or [seq]), got a 0-dim tensor")
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral) or vocab_size < 1:
+        raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
+    mlm_probability = _probability("mlm_probability", mlm_probability)
+    mask_replace_prob = _probability("mask_replace_prob", mask_replace_prob)
+    random_replace_prob = _probability("random_replace_prob", random_replace_prob)
+    if mask_replace_prob + random_replace_prob > 1:
+        raise ValueError(
+            f"mask_replace_prob + random_replace_prob must not exceed 1 (the rest stays unchanged), "
+            f"got {mask_replace_prob} + {random_replace_prob}"
+        )
+    ids = input_ids.detach().cpu()  # [batch, seq]; the caller's tensor is never written to
+    if ids.numel():
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= vocab_size:
+            raise ValueError(
+                f"input_ids holds token id {low if low < 0 else high}, outside [0, {vocab_size}) for "
+                f"vocab_size={vocab_size} (shape {shape_str(input_ids)})"
+            )
+    if special_tokens_mask is not None:
+        if not torch.is_tensor(special_tokens_mask) or special_tokens_mask.shape != input_ids.shape:
+            is_tensor = torch.is_tensor(special_tokens_mask)
+            got = shape_str(special_tokens_mask) if is_tensor else type(special_tokens_mask).__name__
+            raise ValueError(
+                f"special_tokens_mask must be a tensor of the shape of input_ids {shape_str(input_ids)}, got {got}"
+            )
+        special = special_tokens_mask.detach().cpu().bool()
+    else:
+        special = torch.zeros(ids.shape, dtype=torch.bool)
+    for s in special_ids:
+        special = special | (ids == int(s))
+
+    # the same calls, shapes and dtypes as torch_mask_tokens: the generator's stream is consumed identically
+    probability_matrix = torch.full(ids.shape, mlm_probability)  # [batch, seq]
+    probability_matrix.masked_fill_(special, value=0.0)
+    selected = torch.bernoulli(probability_matrix, generator=generator).bool()  # [batch, seq]
+    replaced = torch.bernoulli(torch.full(ids.shape, mask_replace_prob), generator=generator).bool() & selected
+    if mask_replace_prob == 1 or random_replace_prob == 0:
+        return Masking(selected, replaced, torch.zeros_like(selected), None)
+    scaled = random_replace_prob / (1 - mask_replace_prob)  # P(random | selected, not replaced)
+    randomized = torch.bernoulli(torch.full(ids.shape, scaled), generator=generator).bool() & selected & ~replaced
+    random_ids = torch.randint(vocab_size, ids.shape, dtype=torch.long, generator=generator)  # [batch, seq]
+    return Masking(selected, replaced, randomized, random_ids)
+
+
+def mask_tokens(
+    input_ids: torch.Tensor,
+    mask_token_id: int,
+    vocab_size: int,
+    mlm_probability: float = 0.15,
+    special_ids=(),
+    generator: torch.Generator | None = None,
+    mask_replace_prob: float = 0.8,
+    random_replace_prob: float = 0.1,
+    ignore_index: int = -100,
+    special_tokens_mask: torch.Tensor | None = None,
+    return_masking: bool = False,
+):
+    """BERT's masking: ``(inputs, labels)`` for a masked LM, both Long[Tensor, "batch seq"] like ``input_ids``.
+
+    Each non-special token is selected with probability ``mlm_probability``; ``labels`` hold the original
+    id at the selected positions and ``ignore_index`` everywhere else.  Of the selected positions, a share
+    ``mask_replace_prob`` (80%) becomes ``mask_token_id`` in ``inputs``, ``random_replace_prob`` (10%) a
+    random id from ``[0, vocab_size)``, and the rest (10%) keep their token.  See :func:`sample_masking`
+    for the random draws, which follow transformers' ``DataCollatorForLanguageModeling`` call for call:
+    with ``generator=torch.Generator().manual_seed(s)`` the result equals the collator's with ``seed=s``.
+
+    ``special_ids`` (e.g. the pad and mask ids) or a ``special_tokens_mask`` keep positions out of the
+    selection.  ``input_ids`` is never modified (upstream's ``torch_mask_tokens`` writes into its argument).
+    ``return_masking=True`` also returns the :class:`Masking` (which positions went which way).
+
+    Differences from upstream: ``ignore_index`` is a parameter (upstream writes -100) and must not be a
+    token id; ids, probabilities and the mask token are checked; the outputs are on ``input_ids``' device.
+    """
+    if isinstance(mask_token_id, bool) or not isinstance(mask_token_id, numbers.Integral):
+        raise TypeError(f"mask_token_id must be an int, got {type(mask_token_id).__name__}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    masking = sample_masking(input_ids, vocab_size, mlm_probability, special_ids, generator,
+                             mask_replace_prob, random_replace_prob, special_tokens_mask)
+    if not 0 <= mask_token_id < vocab_size:
+        raise ValueError(f"mask_token_id={mask_token_id} is outside [0, {vocab_size}) for vocab_size={vocab_size}")
+    if 0 <= ignore_index < vocab_size:
+        raise ValueError(f"ignore_index={ignore_index} is a token id in [0, {vocab_size}): labels would be ambiguous")
+    ids = input_ids.detach().cpu()  # [batch, seq]
+    labels = ids.clone()
+    labels[~masking.selected] = ignore_index  # only the selected positions are scored
+    inputs = ids.clone()  # a copy: the caller's tensor stays as it was
+    inputs[masking.replaced] = mask_token_id
+    if masking.random_ids is not None:
+        inputs[masking.randomized] = masking.random_ids[masking.randomized]
+    inputs, labels = inputs.to(input_ids.device), labels.to(input_ids.device)
+    return (inputs, labels, masking) if return_masking else (inputs, labels)
+
+
+def mask_then_score(logits, input_ids, seed, mask_token_id, vocab_size, special_ids=(), mlm_probability=0.15):
+    """Mask ``input_ids`` with a generator seeded by ``seed``, then score ``logits`` against the labels.
+
+    The whole masked-LM objective in one call, used by the chapter's checks and its bug zoo: a mistake in
+    the masking or in the loss changes the value or the gradient with respect to ``logits``.  The logits
+    are given, not computed from the masked inputs, so that a check compares the objectives themselves.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    _, labels = mask_tokens(input_ids, mask_token_id, vocab_size, mlm_probability, special_ids, generator)
+    return masked_lm_loss(logits, labels)

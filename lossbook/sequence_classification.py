@@ -1,0 +1,178 @@
+"""Sequence classification: regression (MSE), single-label (CE) and multi-label (BCE with logits).
+
+Chapter: notebooks/04_sequence_classification.ipynb.  Upstream: transformers
+``transformers.loss.loss_utils.ForSequenceClassificationLoss``, which reads ``num_labels`` and
+``problem_type`` from the model's config; here they are arguments, and nothing is mutated.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_float, check_integer, check_tensor, shape_str
+from .cross_entropy import fixed_cross_entropy
+
+__all__ = ["PROBLEM_TYPES", "infer_problem_type", "sequence_classification_loss"]
+
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+# the label dtypes transformers reads as class indices; every other dtype (float, but also int8, int16,
+# uint8, bool) makes it infer multi_label_classification when num_labels > 1
+_INDEX_DTYPES = (torch.long, torch.int)
+
+
+def infer_problem_type(num_labels: int, labels: torch.Tensor) -> str:
+    """The problem type transformers infers when the config leaves it ``None``.
+
+    ``num_labels == 1`` -> ``"regression"``; ``num_labels > 1`` and labels of dtype ``torch.long`` or
+    ``torch.int`` -> ``"single_label_classification"``; anything else -> ``"multi_label_classification"``.
+    Only the labels' dtype is looked at, never their shape or values: float class indices, one-hot rows
+    and int8 indices all infer multi-label (chapter 04 shows what each then does).
+    """
+    num_labels = _check_num_labels(num_labels)
+    check_tensor("labels", labels)
+    if num_labels == 1:
+        return "regression"
+    if labels.dtype in _INDEX_DTYPES:
+        return "single_label_classification"
+    return "multi_label_classification"
+
+
+def sequence_classification_loss(
+    labels: torch.Tensor,
+    pooled_logits: torch.Tensor,
+    num_labels: int,
+    problem_type: str | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """The loss of a sequence-classification head, for each of transformers' three problem types.
+
+    ``pooled_logits``: Float[Tensor, "batch classes"], one row per sequence (``classes == num_labels``).
+    ``labels``, by problem type (``None`` -> :func:`infer_problem_type`):
+
+    * ``"regression"``: float targets.  ``num_labels == 1``: both tensors are squeezed, as upstream, so
+      ``[batch, 1]`` logits go with ``[batch]`` or ``[batch, 1]`` labels (batch 1 gives two 0-dim
+      tensors).  loss = mean_i (z_i - y_i)^2, dL/dz_i = 2 (z_i - y_i) / N over the N entries.
+      ``num_labels > 1``: labels of exactly the logits' shape ``[batch, classes]``.
+    * ``"single_label_classification"``: Long[Tensor, "batch"] class indices (``[batch, 1]`` too) or
+      ``ignore_index``.  loss = ``fixed_cross_entropy(pooled_logits.view(-1, num_labels), labels.view(-1),
+      **kwargs)`` (so ``num_items_in_batch`` and ``ignore_index`` apply); dL/dz = softmax(z) - onehot(y).
+    * ``"multi_label_classification"``: Float[Tensor, "batch classes"] targets in [0, 1] (multi-hot or
+      soft).  loss = mean over all batch x classes entries of
+      -[y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))]; dL/dz = (sigmoid(z) - y) / (batch * classes).
+
+    Same values, gradients and result dtypes as transformers on every input it accepts.  There is no
+    float32 upcast, as upstream: the result has the dtype torch's MSE, cross-entropy or BCE gives (half
+    logits with float32 targets -> float32).
+
+    Edge cases, as upstream: single-label with every label ``ignore_index`` and no
+    ``num_items_in_batch`` gives NaN (0/0, zero gradient); an empty batch gives NaN (mean of nothing).
+    ``num_items_in_batch`` and ``ignore_index`` only act in single-label; regression and multi-label
+    always take the plain mean (upstream drops the keywords there too).
+
+    Differences from upstream, each a clear error instead of a silent surprise:
+
+    * shapes that would broadcast are refused, naming both shapes: regression ``[batch, 1]`` logits
+      against ``[batch]`` labels is fine (the squeeze), but batch-1 logits against several labels,
+      ``[batch, classes]`` against ``[batch]`` or ``[batch, 1]``, ... are not (MSELoss broadcasts them
+      to a wrong mean with only a UserWarning);
+    * ``pooled_logits`` whose last dimension is not ``num_labels`` is refused (upstream's
+      ``.view(-1, num_labels)`` silently regroups the logits), as are labels whose shape is not the
+      logits' leading shape (up to dimensions of size 1);
+    * multi-label labels must be floating point and in [0, 1]: integer labels of another dtype than
+      long/int (int8, int16, uint8, bool), which upstream infers as multi-label and then fails on or
+      misreads, get an error saying which dtype to use; ``-100`` padding, which BCE does not ignore, too;
+    * ``torch.int`` class indices work (upstream infers single-label, then PyTorch refuses int32 targets);
+    * an unknown ``problem_type`` is a ``ValueError`` listing the three valid ones (upstream: RuntimeError);
+    * ``label_smoothing`` and ``weight`` reach the cross-entropy, ``reduction`` is refused
+      (see :func:`lossbook.fixed_cross_entropy`).
+    """
+    check_float("pooled_logits", pooled_logits)
+    check_tensor("labels", labels)
+    num_labels = _check_num_labels(num_labels)
+    if problem_type is None:
+        problem_type = infer_problem_type(num_labels, labels)
+    elif problem_type not in PROBLEM_TYPES:
+        raise ValueError(f"problem_type must be one of {', '.join(map(repr, PROBLEM_TYPES))} or None, "
+                         f"got {problem_type!r}")
+    labels = labels.to(pooled_logits.device)
+
+    if problem_type == "regression":
+        if labels.is_complex():
+            raise TypeError(f"regression labels must be real numbers, got dtype {labels.dtype}")
+        if num_labels == 1:
+            _check_last_dim(pooled_logits, num_labels, allow_squeezed=True)
+            z, y = pooled_logits.squeeze(), labels.squeeze()  # [batch] each ([] for batch 1)
+            if z.shape != y.shape:
+                raise ValueError(
+                    f"regression with num_labels=1: pooled_logits {shape_str(pooled_logits)} and labels "
+                    f"{shape_str(labels)} squeeze to {shape_str(z)} and {shape_str(y)}, which would broadcast "
+                    "(MSELoss only warns); give one label per logit"
+                )
+            return F.mse_loss(z, y)  # []
+        _check_last_dim(pooled_logits, num_labels)
+        _check_same_shape(pooled_logits, labels, "regression")
+        return F.mse_loss(pooled_logits, labels)  # []
+
+    if problem_type == "single_label_classification":
+        check_integer("labels", labels)
+        _check_last_dim(pooled_logits, num_labels)
+        rows = pooled_logits.shape[:-1]  # [batch]
+        if _squeezed(labels.shape) != _squeezed(rows):
+            raise ValueError(
+                f"single-label labels must hold one class index per row of pooled_logits "
+                f"{shape_str(pooled_logits)}, i.e. have shape {list(rows)} (or {list(rows) + [1]}), "
+                f"got {shape_str(labels)}"
+            )
+        flat_logits = pooled_logits.reshape(-1, num_labels)  # [batch, classes]
+        return fixed_cross_entropy(flat_logits, labels.reshape(-1), **kwargs)  # []
+
+    # multi_label_classification
+    if not labels.is_floating_point():
+        raise TypeError(
+            f"multi-label labels must be floating-point multi-hot rows of shape {shape_str(pooled_logits)}, "
+            f"got dtype {labels.dtype} with shape {shape_str(labels)}. With num_labels > 1 only torch.long "
+            "and torch.int labels are read as class indices; use labels.long() for single-label classes, "
+            "or labels.float() for multi-hot targets"
+        )
+    _check_last_dim(pooled_logits, num_labels)
+    _check_same_shape(pooled_logits, labels, "multi-label")
+    if bool(((labels < 0) | (labels > 1)).any()):  # one device sync
+        raise ValueError(
+            f"multi-label labels must lie in [0, 1] (multi-hot or soft targets), got values in "
+            f"[{labels.min().item():g}, {labels.max().item():g}] with shape {shape_str(labels)}; "
+            "binary cross-entropy does not ignore -100 padding, it rewards it without bound"
+        )
+    return F.binary_cross_entropy_with_logits(pooled_logits, labels)  # []
+
+
+def _check_num_labels(num_labels) -> int:
+    if isinstance(num_labels, bool) or not isinstance(num_labels, numbers.Integral):
+        raise TypeError(f"num_labels must be an int, got {type(num_labels).__name__}")
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be at least 1, got {num_labels}")
+    return int(num_labels)
+
+
+def _check_last_dim(logits: torch.Tensor, num_labels: int, allow_squeezed: bool = False) -> None:
+    if allow_squeezed and logits.dim() <= 1:  # [batch] or [] logits, already squeezed
+        return
+    if logits.dim() == 0 or logits.shape[-1] != num_labels:
+        raise ValueError(
+            f"pooled_logits must be [batch, num_labels] = [batch, {num_labels}], got {shape_str(logits)}; "
+            "a last dimension other than num_labels means the head and num_labels disagree"
+        )
+
+
+def _check_same_shape(logits: torch.Tensor, labels: torch.Tensor, what: str) -> None:
+    if labels.shape != logits.shape:
+        raise ValueError(
+            f"{what} labels must have the shape of pooled_logits {shape_str(logits)}, got {shape_str(labels)} "
+            "(the two would broadcast to a wrong mean instead of pairing up)"
+        )
+
+
+def _squeezed(shape) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
