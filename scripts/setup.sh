@@ -2,6 +2,8 @@
 # Set up .venv with everything the book and its tests need. Safe to run again.
 #   PYTHON=python3.12 bash scripts/setup.sh   picks the interpreter for a new .venv
 # A torch already in .venv (your GPU build) is kept; otherwise torch==2.13.0 is installed.
+# Once set up, a later run installs nothing and needs no network until pyproject.toml or this file changes
+# (LOSSBOOK_SETUP_FORCE=1 reinstalls anyway).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -13,8 +15,18 @@ if ! "$py" -c "import torch" 2>/dev/null; then
     echo "lossbook setup: installing torch==${LOSSBOOK_TORCH_VERSION:-2.13.0}"
     "$py" -m pip install --quiet "torch==${LOSSBOOK_TORCH_VERSION:-2.13.0}"
 fi
-echo "lossbook setup: installing lossbook with its notebook, upstream and test dependencies"
-"$py" -m pip install --quiet -e ".[upstream,test]"
+stamp=".venv/.lossbook-setup-$(cat pyproject.toml scripts/setup.sh | "$py" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')"
+if [ -f "$stamp" ] && [ -z "${LOSSBOOK_SETUP_FORCE:-}" ]; then
+    echo "lossbook setup: packages up to date"
+else
+    echo "lossbook setup: installing lossbook with its notebook, upstream, test and book dependencies"
+    "$py" -m pip install --quiet -e ".[upstream,test,book]"
+    rm -f .venv/.lossbook-setup-*
+    touch "$stamp"
+fi
+# the book's browser assets (MathJax, RequireJS, the ipywidgets HTML manager): pinned npm tarballs, cached in
+# book/_vendor/ on first use, so the book builds offline afterwards
+"$py" book/vendor.py
 "$py" - <<'PY'
 import torch
 print(f"lossbook setup: done (torch {torch.__version__}, CUDA {'yes' if torch.cuda.is_available() else 'no'})")

@@ -39,3 +39,12 @@ def pytest_runtest_makereport(item, call):
         if "hardware:" not in reason:
             report.outcome = "failed"
             report.longrepr = f"LOSSBOOK_STRICT=1 forbids this skip: {reason}"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium, headless, through Playwright (tests/_browser.py); skips with the reason when missing."""
+    import _browser
+
+    with _browser.launch() as chromium:
+        yield chromium

@@ -1,0 +1,142 @@
+"""Debian's Chromium, headless, driven by Playwright, with every request leaving localhost refused and recorded.
+
+Playwright's own browser download does not work on this project's machines, so the browser is the system's
+(`apt-get install chromium`; LOSSBOOK_CHROMIUM points elsewhere). Without it, or without the playwright
+package, the browser tests skip with the reason; under LOSSBOOK_STRICT=1 (CI) that skip is a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+CHROMIUM = os.environ.get("LOSSBOOK_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+# as root in a container Chromium needs --no-sandbox; the rest keep it from calling home at start-up
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update", "--disable-default-apps",
+                 "--disable-dev-shm-usage"]
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+# every URL but localhost's and the browser's own (data:, blob:, file:, about:); matched inside Playwright, so
+# local requests go straight through (intercepting them all stalls JupyterLab's kernel connection)
+NON_LOCAL = re.compile(r"^(?!(?:https?|wss?)://(?:127\.0\.0\.1|localhost|\[::1\])(?::\d+)?(?:[/?#]|$)"
+                       r"|(?:data|blob|file|about):)")
+LOCAL_SCHEMES = {"data", "blob", "about", "file"}
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+def require_browser():
+    """The playwright module, or a skip naming what is missing and how to get it."""
+    try:
+        from playwright import sync_api
+    except ImportError as err:
+        pytest.skip(f"playwright is not installed ({err}); browser tests need it: bash scripts/setup.sh")
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.skip(f"Chromium is not installed ({CHROMIUM} not found); browser tests need Debian's chromium: "
+                    "sudo apt-get install -y chromium (or set LOSSBOOK_CHROMIUM to a Chromium binary)")
+    return sync_api
+
+
+def is_local(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in LOCAL_SCHEMES or (parts.scheme in ("http", "https", "ws", "wss")
+                                              and parts.hostname in LOCAL_HOSTS)
+
+
+class Guard:
+    """Refuses every request that leaves localhost and records it, with failed requests and console errors.
+
+    Every request whose URL is not localhost's is routed here and aborted (the browser never sends it);
+    every failed request, HTTP error status, console error and uncaught page error is recorded too.
+
+    Attach it to a browser context before opening a page; `problems` lists what went wrong and
+    `assert_clean()` fails with that list.
+    """
+
+    def __init__(self, context, allow_console=()):
+        self.problems: list[str] = []
+        self.allow_console = tuple(allow_console)
+        context.route(NON_LOCAL, self._route)
+        context.on("page", self.watch)
+        for page in context.pages:
+            self.watch(page)
+
+    def _route(self, route):
+        url = route.request.url
+        if is_local(url):  # cannot happen with NON_LOCAL; kept so a wrong pattern cannot block the book
+            route.continue_()
+        else:
+            self.problems.append(f"request leaving localhost (refused): {url}")
+            route.abort("blockedbyclient")
+
+    def watch(self, page):
+        page.on("console", self._console)
+        page.on("pageerror", lambda err: self.problems.append(f"uncaught page error: {err}"))
+        page.on("requestfailed", self._failed)
+        page.on("response", self._response)
+
+    def _console(self, message):
+        if message.type == "error" and not any(a in message.text for a in self.allow_console):
+            self.problems.append(f"console error: {message.text} at {message.location.get('url')}")
+
+    def _failed(self, request):
+        if is_local(request.url):  # the refused ones are recorded by _route already
+            self.problems.append(f"failed request: {request.url} ({request.failure})")
+
+    def _response(self, response):
+        if response.status >= 400:
+            self.problems.append(f"HTTP {response.status}: {response.url}")
+
+    def assert_clean(self, what: str = "the page"):
+        assert not self.problems, f"{what}:\n  " + "\n  ".join(self.problems)
+
+
+@contextlib.contextmanager
+def launch():
+    """A headless Debian Chromium (skips when it or playwright is missing)."""
+    sync_api = require_browser()
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve(directory: Path):
+    """Serve a folder on 127.0.0.1 (a free port) in a thread; yields the base URL, ending in '/'."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+# Text of the page that the reader sees as prose, with code, rendered math, widgets and scripts left out: any
+# TeX left in it was not rendered.
+PROSE_JS = """(root) => {
+  const clone = (root || document.body).cloneNode(true);
+  clone.querySelectorAll('pre, code, script, style, mjx-container, mjx-assistive-mml, .widget-subarea, '
+      + '.cell_input, .highlight, .MathJax_Preview').forEach(e => e.remove());
+  return clone.textContent;
+}"""
+RAW_TEX = r"(\\[a-zA-Z]+\b|\\[(\[]|\$[^$\s][^$]*\$)"
