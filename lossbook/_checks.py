@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
-__all__ = ["shape_str", "check_tensor", "check_float", "check_integer", "check_rank"]
+__all__ = [
+    "shape_str",
+    "check_tensor",
+    "check_float",
+    "check_integer",
+    "check_rank",
+    "check_in_range",
+    "check_vocab_size",
+    "check_position_labels",
+]
 
 
 def shape_str(t: torch.Tensor) -> str:
@@ -42,3 +53,44 @@ def check_rank(name: str, t: torch.Tensor, ranks: tuple[int, ...], dims: str) ->
         raise ValueError(f"{name} must be {dims}, got shape {shape_str(t)} ({t.dim()} dims)")
     return t
 
+
+def check_in_range(name: str, target: torch.Tensor, classes: int, ignore_index: int, what: str = "class index") -> None:
+    """Every value of ``target`` in ``[0, classes)`` or equal to ``ignore_index``; the error names the bad one."""
+    kept = target[target != ignore_index]
+    if kept.numel() == 0:
+        return
+    low, high = int(kept.min()), int(kept.max())
+    if low < 0 or high >= classes:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"{name} holds {what} {bad}, outside [0, {classes}) for logits with {classes} classes "
+            f"(shape {shape_str(target)}); the only other value allowed is ignore_index={ignore_index}"
+        )
+
+
+def check_vocab_size(vocab_size, logits: torch.Tensor) -> None:
+    """``vocab_size`` (None, or an int equal to the logits' last dim): upstream's ``view(-1, vocab_size)``
+    would silently regroup the logits into rows of the wrong length."""
+    if vocab_size is None:
+        return
+    if not isinstance(vocab_size, numbers.Integral) or isinstance(vocab_size, bool):
+        raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
+    vocab = logits.shape[-1]
+    if vocab_size != vocab:
+        raise ValueError(
+            f"vocab_size={vocab_size} disagrees with logits of shape {shape_str(logits)} "
+            f"(last dim {vocab}); view(-1, {vocab_size}) would regroup the logits into wrong rows"
+        )
+
+
+def check_position_labels(name: str, labels, logits: torch.Tensor, ignore_index, what: str = "token id") -> None:
+    """One integer label per position of ``logits`` [..., classes]: shape ``logits.shape[:-1]``, each value a
+    class of the last dim or ``ignore_index`` (a non-int ``ignore_index`` is left to ``fixed_cross_entropy``)."""
+    check_integer(name, labels, f"{what}s")
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"{name} must have shape {list(logits.shape[:-1])} (logits {shape_str(logits)} without the last "
+            f"dim: one {what} or ignore_index per position), got {shape_str(labels)}"
+        )
+    if isinstance(ignore_index, numbers.Integral) and not isinstance(ignore_index, bool):
+        check_in_range(name, labels, logits.shape[-1], int(ignore_index), what)

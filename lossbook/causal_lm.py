@@ -6,13 +6,11 @@ Chapter: notebooks/02_causal_lm.ipynb.  Upstream: transformers
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_float, check_integer, shape_str
-from .cross_entropy import _check_in_range, fixed_cross_entropy
+from ._checks import check_float, check_integer, check_position_labels, check_vocab_size, shape_str
+from .cross_entropy import per_position_cross_entropy
 
 __all__ = ["causal_lm_loss", "next_token_labels"]
 
@@ -76,36 +74,12 @@ def causal_lm_loss(
     check_float("logits", logits)
     if logits.dim() < 2:
         raise ValueError(f"logits must be [batch, seq, vocab] (or [seq, vocab]), got shape {shape_str(logits)}")
-    vocab = logits.shape[-1]
-    if vocab_size is not None:
-        if not isinstance(vocab_size, numbers.Integral) or isinstance(vocab_size, bool):
-            raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
-        if vocab_size != vocab:
-            raise ValueError(
-                f"vocab_size={vocab_size} disagrees with logits of shape {shape_str(logits)} "
-                f"(last dim {vocab}); view(-1, {vocab_size}) would regroup the logits into wrong rows"
-            )
+    check_vocab_size(vocab_size, logits)
     if shift_labels is None:
         if labels is None:
             raise TypeError("causal_lm_loss needs labels (unshifted) or shift_labels (already shifted), got neither")
-        _check_labels("labels", labels, logits, ignore_index)
+        check_position_labels("labels", labels, logits, ignore_index)
         shift_labels = next_token_labels(labels, ignore_index)  # [batch, seq]
     else:
-        _check_labels("shift_labels", shift_labels, logits, ignore_index)
-
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()  # upcast: the softmax needs float32's mantissa
-    flat_logits = logits.reshape(-1, vocab)  # [batch*seq, vocab], a view when logits are contiguous
-    flat_labels = shift_labels.reshape(-1).to(flat_logits.device)  # [batch*seq]
-    return fixed_cross_entropy(flat_logits, flat_labels, num_items_in_batch, ignore_index, **kwargs)  # []
-
-
-def _check_labels(name: str, labels, logits: torch.Tensor, ignore_index: int) -> None:
-    check_integer(name, labels, "token ids")
-    if labels.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"{name} must have shape {list(logits.shape[:-1])} (logits {shape_str(logits)} without the vocab "
-            f"dim: one token id per position), got {shape_str(labels)}"
-        )
-    if isinstance(ignore_index, numbers.Integral) and not isinstance(ignore_index, bool):
-        _check_in_range(name, labels, logits.shape[-1], int(ignore_index))
+        check_position_labels("shift_labels", shift_labels, logits, ignore_index)
+    return per_position_cross_entropy(logits, shift_labels, num_items_in_batch, ignore_index, **kwargs)  # []

@@ -11,9 +11,9 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_float, check_integer, check_rank, shape_str
+from ._checks import check_float, check_in_range, check_integer, check_rank, shape_str
 
-__all__ = ["fixed_cross_entropy"]
+__all__ = ["fixed_cross_entropy", "per_position_cross_entropy"]
 
 # keywords forwarded to torch.nn.functional.cross_entropy; transformers drops them silently
 _FORWARDED = ("label_smoothing", "weight")
@@ -73,7 +73,7 @@ def fixed_cross_entropy(
         )
     classes = source.shape[-1]
     ignore_index = int(ignore_index)
-    _check_in_range("target", target, classes, ignore_index)
+    check_in_range("target", target, classes, ignore_index)
     extra = _forwarded_kwargs(kwargs)
     target = target.to(device=source.device, dtype=torch.long)
 
@@ -84,19 +84,6 @@ def fixed_cross_entropy(
     if torch.is_tensor(denominator):
         denominator = denominator.to(loss.device)
     return loss / denominator
-
-
-def _check_in_range(name: str, target: torch.Tensor, classes: int, ignore_index: int) -> None:
-    kept = target[target != ignore_index]
-    if kept.numel() == 0:
-        return
-    low, high = int(kept.min()), int(kept.max())
-    if low < 0 or high >= classes:
-        bad = low if low < 0 else high
-        raise ValueError(
-            f"{name} holds class index {bad}, outside [0, {classes}) for logits with {classes} classes "
-            f"(shape {shape_str(target)}); the only other value allowed is ignore_index={ignore_index}"
-        )
 
 
 def _forwarded_kwargs(kwargs: dict) -> dict:
@@ -124,3 +111,22 @@ def _check_num_items(n):
     return n
 
 
+def per_position_cross_entropy(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    num_items_in_batch: int | torch.Tensor | None = None,
+    ignore_index: int = -100,
+    **kwargs,
+) -> torch.Tensor:
+    """The shared tail of the token-level task losses (causal LM, masked LM, token classification).
+
+    ``logits``: Float[Tensor, "... classes"]; ``labels``: Long[Tensor, "..."], already aligned and checked by
+    the caller.  Half precision is upcast to float32 as transformers does (float64 is kept, so ``gradcheck``
+    runs); both are flattened with ``reshape`` (a view for contiguous logits; upstream's ``view`` raises on
+    non-contiguous ones) and scored by :func:`fixed_cross_entropy`.
+    """
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # upcast: the softmax needs float32's mantissa
+    flat_logits = logits.reshape(-1, logits.shape[-1])  # [items, classes]
+    flat_labels = labels.reshape(-1).to(flat_logits.device)  # [items]
+    return fixed_cross_entropy(flat_logits, flat_labels, num_items_in_batch, ignore_index, **kwargs)  # []

@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 import torch
 
-from ._checks import check_float, check_integer, shape_str
-from .cross_entropy import _check_in_range, fixed_cross_entropy
+from ._checks import check_float, check_integer, check_position_labels, check_vocab_size, shape_str
+from .cross_entropy import per_position_cross_entropy
 
 __all__ = ["masked_lm_loss", "Masking", "sample_masking", "mask_tokens", "mask_then_score"]
 
@@ -59,29 +59,9 @@ def masked_lm_loss(
     check_float("logits", logits)
     if logits.dim() < 2:
         raise ValueError(f"logits must be [batch, seq, vocab] (or [seq, vocab]), got shape {shape_str(logits)}")
-    vocab = logits.shape[-1]
-    if vocab_size is not None:
-        if not isinstance(vocab_size, numbers.Integral) or isinstance(vocab_size, bool):
-            raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
-        if vocab_size != vocab:
-            raise ValueError(
-                f"vocab_size={vocab_size} disagrees with logits of shape {shape_str(logits)} "
-                f"(last dim {vocab}); view(-1, {vocab_size}) would regroup the logits into wrong rows"
-            )
-    check_integer("labels", labels, "token ids")
-    if labels.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"labels must have shape {list(logits.shape[:-1])} (logits {shape_str(logits)} without the vocab "
-            f"dim: one token id or ignore_index per position), got {shape_str(labels)}"
-        )
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
-    _check_in_range("labels", labels, vocab, int(ignore_index))  # named and shaped as the caller passed them
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()  # upcast: the softmax needs float32's mantissa
-    flat_logits = logits.reshape(-1, vocab)  # [batch*seq, vocab], a view when logits are contiguous
-    flat_labels = labels.reshape(-1).to(flat_logits.device)  # [batch*seq]
-    return fixed_cross_entropy(flat_logits, flat_labels, num_items_in_batch, ignore_index, **kwargs)  # []
+    check_vocab_size(vocab_size, logits)
+    check_position_labels("labels", labels, logits, ignore_index)  # named and shaped as the caller passed them
+    return per_position_cross_entropy(logits, labels, num_items_in_batch, ignore_index, **kwargs)  # []
 
 
 class Masking(NamedTuple):

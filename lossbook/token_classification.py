@@ -10,8 +10,8 @@ import numbers
 
 import torch
 
-from ._checks import check_float, check_integer, shape_str
-from .cross_entropy import fixed_cross_entropy
+from ._checks import check_float, check_position_labels, shape_str
+from .cross_entropy import per_position_cross_entropy
 
 __all__ = ["token_classification_loss"]
 
@@ -62,7 +62,6 @@ def token_classification_loss(logits: torch.Tensor, labels: torch.Tensor, num_la
       as in :func:`lossbook.fixed_cross_entropy` (upstream ignores them).
     """
     check_float("logits", logits)
-    check_integer("labels", labels, "tag indices")
     if logits.dim() == 0:
         raise ValueError(f"logits must be [batch, seq, classes] (or any [..., classes]), got shape {shape_str(logits)}")
     if not isinstance(num_labels, numbers.Integral) or isinstance(num_labels, bool) or num_labels < 1:
@@ -73,30 +72,5 @@ def token_classification_loss(logits: torch.Tensor, labels: torch.Tensor, num_la
             f"logits must end in num_labels={num_labels} classes, got shape {shape_str(logits)}; "
             f"logits.view(-1, {num_labels}) would regroup the numbers of different tokens"
         )
-    if labels.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"labels must have shape {list(logits.shape[:-1])} (logits {shape_str(logits)} without the class "
-            f"dimension: one tag per token), got {shape_str(labels)}"
-        )
-    ignore_index = kwargs.get("ignore_index", -100)
-    if isinstance(ignore_index, numbers.Integral) and not isinstance(ignore_index, bool):
-        _check_tags(labels, num_labels, int(ignore_index))
-    flat_logits = logits.reshape(-1, num_labels)  # [batch*seq, classes]
-    flat_labels = labels.reshape(-1).to(logits.device)  # [batch*seq]
-    if flat_logits.dtype != torch.float64:
-        flat_logits = flat_logits.float()  # upcast half precision, as upstream
-    return fixed_cross_entropy(flat_logits, flat_labels, **kwargs)  # []
-
-
-def _check_tags(labels: torch.Tensor, num_labels: int, ignore_index: int) -> None:
-    """Tags in [0, num_labels) or ignore_index, with an error that says ``labels`` (not ``target``)."""
-    kept = labels[labels != ignore_index]
-    if kept.numel() == 0:
-        return
-    low, high = int(kept.min()), int(kept.max())
-    if low < 0 or high >= num_labels:
-        bad = low if low < 0 else high
-        raise ValueError(
-            f"labels hold tag {bad}, outside [0, {num_labels}) for num_labels={num_labels} "
-            f"(labels shape {shape_str(labels)}); the only other value allowed is ignore_index={ignore_index}"
-        )
+    check_position_labels("labels", labels, logits, kwargs.get("ignore_index", -100), what="tag")
+    return per_position_cross_entropy(logits, labels, **kwargs)  # []

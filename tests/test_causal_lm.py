@@ -218,8 +218,8 @@ def _idx(*shape):
         ((torch.randn(7), _idx(1)), {}, ValueError, r"logits must be .*got shape \[7\]"),
         ((_idx(2, 5, 7), _idx(2, 5)), {}, TypeError, r"logits must be a floating.*shape \[2, 5, 7\]"),
         ((torch.randn(2, 5, 7), _idx(2, 5)), {"vocab_size": 7.0}, TypeError, "vocab_size must be an int"),
-        ((torch.randn(1, 3, 7), torch.tensor([[1, 7, 2]])), {}, ValueError, r"labels holds class index 7.*\[1, 3\]"),
-        ((torch.randn(1, 3, 7), torch.tensor([[-5, 1, 2]])), {}, ValueError, r"labels holds class index -5"),
+        ((torch.randn(1, 3, 7), torch.tensor([[1, 7, 2]])), {}, ValueError, r"labels holds token id 7.*\[1, 3\]"),
+        ((torch.randn(1, 3, 7), torch.tensor([[-5, 1, 2]])), {}, ValueError, r"labels holds token id -5"),
         ((torch.randn(2, 5, 7), _idx(2, 5)), {"reduction": "sum"}, TypeError, "num_items_in_batch"),
     ],
 )

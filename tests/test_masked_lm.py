@@ -187,7 +187,7 @@ def test_masking_arithmetic_is_exact():
          r"labels must have shape \[2, 3\].*got \[3, 2\]"),
         (torch.randn(2, 3, 5), torch.zeros(2, 3), {}, TypeError, r"labels must hold integer token ids.*\[2, 3\]"),
         (torch.randn(2, 3, 5), torch.full((2, 3), 5), {}, ValueError,
-         r"labels holds class index 5, outside \[0, 5\).*\[2, 3\]"),
+         r"labels holds token id 5, outside \[0, 5\).*\[2, 3\]"),
         (torch.randn(5), torch.tensor(1), {}, ValueError, r"logits must be \[batch, seq, vocab\].*got shape \[5\]"),
         (torch.zeros(2, 3, 5, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), {}, TypeError,
          r"logits must be a floating-point tensor.*\[2, 3, 5\]"),
