@@ -30,6 +30,19 @@ def hf_loss_utils():
     return require("transformers.loss.loss_utils", "needed for parity with Hugging Face transformers")
 
 
+@pytest.fixture(scope="session")
+def trl():
+    """TRL, the upstream reference of the preference chapters (07 reward models, 09 DPO, 10 SPIN).
+
+    The Hugging Face offline switches are set before TRL (and through it transformers, datasets and the hub
+    client) is imported, so nothing can reach for the network.
+    """
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    return require("trl", "needed for parity with TRL")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
