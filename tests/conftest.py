@@ -13,6 +13,11 @@ import os
 
 import pytest
 
+# Nothing in the tests may reach for the Hugging Face hub: the offline switches are set before any HF library
+# (transformers, datasets, trl, huggingface_hub) is imported, which is when they are read.
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+    os.environ.setdefault(_var, "1")
+
 STRICT = os.environ.get("LOSSBOOK_STRICT", "") not in ("", "0")
 
 
@@ -32,14 +37,7 @@ def hf_loss_utils():
 
 @pytest.fixture(scope="session")
 def trl():
-    """TRL, the upstream reference of the preference chapters (07 reward models, 09 DPO, 10 SPIN).
-
-    The Hugging Face offline switches are set before TRL (and through it transformers, datasets and the hub
-    client) is imported, so nothing can reach for the network.
-    """
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ.setdefault(var, "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    """TRL, the upstream reference of the preference chapters (07 reward models, 09 DPO, 10 SPIN)."""
     return require("trl", "needed for parity with TRL")
 
 
