@@ -13,6 +13,7 @@ from .device import pick_device, seed_everything
 from .loss_mapping import LOSS_MAPPING
 from .masked_lm import masked_lm_loss
 from .question_answering import question_answering_loss
+from .reward import pairwise_accuracy, pairwise_reward_loss, preference_probs
 from .sequence_classification import sequence_classification_loss
 from .show import show_source
 from .token_classification import token_classification_loss
@@ -38,6 +39,9 @@ __all__ = [
     "token_classification_loss",
     "question_answering_loss",
     "LOSS_MAPPING",
+    "pairwise_reward_loss",
+    "preference_probs",
+    "pairwise_accuracy",
     "pick_device",
     "seed_everything",
     "show_source",

@@ -1,0 +1,171 @@
+"""Reward models: the Bradley–Terry pairwise loss, preference probabilities, pairwise accuracy, pooling.
+
+Chapter: notebooks/07_reward_models.ipynb.  Upstream: TRL ``RewardTrainer.compute_loss`` (the loss, the
+margin, ``center_rewards_coefficient``) and the prediction step of earlier TRL releases (seed 000:
+``torch.stack(logits).mean(dim=2).softmax(dim=0).T``), which current TRL no longer has.
+
+Bradley–Terry (1952): P(chosen beats rejected) = sigmoid(r_c - r_r); the loss is its negative log-likelihood,
+as in Ouyang et al. 2022 (InstructGPT), Eq. 1; the margin is Touvron et al. 2023 (Llama 2), Eq. 2; the
+centering term is Eisenstein et al. 2023, "Helping or Herding?", Sec. 3.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_float, check_tensor, shape_str
+
+__all__ = ["pairwise_reward_loss", "preference_probs", "pairwise_accuracy", "last_token_rewards"]
+
+
+def pairwise_reward_loss(
+    rewards_chosen: torch.Tensor,
+    rewards_rejected: torch.Tensor,
+    margin: torch.Tensor | float | None = None,
+    center_rewards_coefficient: float | None = None,
+) -> torch.Tensor:
+    """Bradley–Terry negative log-likelihood that ``chosen`` beats ``rejected``, averaged over pairs.
+
+    ``rewards_chosen``, ``rewards_rejected``: Float[Tensor, "batch"] or Float[Tensor, "batch 1"], the same shape
+    (a reward model's ``[batch, 1]`` logits, or TRL's squeezed ``[batch]``).  ``margin``: Float[Tensor, "batch"]
+    (TRL's collator column), a tensor of the rewards' shape, or a number for every pair.
+
+        loss = mean_i [ -log sigmoid(r_c,i - r_r,i - m_i) ]  +  coef * mean_i (r_c,i + r_r,i)^2
+
+    dL/dr_c,i = -(1 - sigmoid(r_c,i - r_r,i - m_i)) / B + 2 coef (r_c,i + r_r,i) / B, and dL/dr_r,i is the
+    negative of the first term plus the same centering term.  The margin is *subtracted* inside the
+    log-sigmoid: a pair with margin m only stops pulling once r_c - r_r exceeds m.  The centering term
+    (``center_rewards_coefficient``, TRL's name; ``None`` or 0 leaves it out) pins the mean reward near 0,
+    which the Bradley–Terry term cannot do: it sees only differences.
+
+    Same value and gradients as TRL 1.16's ``RewardTrainer.compute_loss`` given the same rewards (it uses
+    ``F.logsigmoid``, stable at any reward scale).  The result has the rewards' dtype (a float32 margin promotes
+    half-precision rewards to float32, as in TRL).  An empty batch gives NaN (the mean over zero pairs), as
+    upstream.
+
+    Clear errors instead of silent broadcasting: chosen and rejected of different shapes (``[batch]`` against
+    ``[batch, 1]`` would broadcast to a ``[batch, batch]`` matrix of every chosen against every rejected); a
+    reward dimension other than 1 (a reward model has one output; see :func:`preference_probs` for ``[batch, k]``);
+    a margin whose shape is neither ``[batch]`` nor the rewards' shape (seed 000's old TRL subtracted a
+    ``[batch]`` margin from ``[batch, 1]`` rewards, which broadcasts to ``[batch, batch]``: lossbook reshapes a
+    ``[batch]`` margin to the rewards' shape explicitly); integer rewards.
+    """
+    check_float("rewards_chosen", rewards_chosen)
+    check_float("rewards_rejected", rewards_rejected)
+    _check_pair_shapes(rewards_chosen, rewards_rejected, allow_k=False)
+    delta = rewards_chosen - rewards_rejected  # [batch] or [batch, 1]
+    if margin is not None:
+        delta = delta - _margin_like(margin, rewards_chosen)  # same shape as delta
+    loss = -F.logsigmoid(delta).mean()  # []
+    if center_rewards_coefficient is not None:
+        coef = _check_coefficient(center_rewards_coefficient)
+        loss = loss + coef * torch.mean((rewards_chosen + rewards_rejected) ** 2)  # []
+    return loss
+
+
+def preference_probs(rewards_chosen: torch.Tensor, rewards_rejected: torch.Tensor) -> torch.Tensor:
+    """P(chosen preferred), P(rejected preferred) per pair: Float[Tensor, "batch 2"], rows summing to 1.
+
+    Seed 000's prediction step: ``torch.stack(logits).mean(dim=2).softmax(dim=0).T``::
+
+        rewards [batch, k] x 2  -> stack [2, batch, k] -> mean over k [2, batch] -> softmax over the pair
+        (dim 0) [2, batch] -> transpose [batch, 2]
+
+    so column 0 is sigmoid(mean r_c - mean r_r), the Bradley–Terry probability that chosen wins.  ``[batch]``
+    rewards are read as ``[batch, 1]``.  Chosen and rejected must have the same shape (no broadcasting).
+    """
+    check_float("rewards_chosen", rewards_chosen)
+    check_float("rewards_rejected", rewards_rejected)
+    _check_pair_shapes(rewards_chosen, rewards_rejected, allow_k=True)
+    if rewards_chosen.dim() == 1:
+        rewards_chosen, rewards_rejected = rewards_chosen[:, None], rewards_rejected[:, None]  # [batch, 1]
+    stacked = torch.stack([rewards_chosen, rewards_rejected])  # [2, batch, k]
+    return stacked.mean(dim=2).softmax(dim=0).T  # [2, batch] -> softmax over the pair -> [batch, 2]
+
+
+def pairwise_accuracy(rewards_chosen: torch.Tensor, rewards_rejected: torch.Tensor) -> torch.Tensor:
+    """The fraction of pairs whose chosen reward is strictly higher: TRL's ``accuracy`` metric.
+
+    ``(rewards_chosen > rewards_rejected).float().mean()`` as in ``RewardTrainer.compute_loss``; a tie counts
+    as wrong.  Shapes as :func:`pairwise_reward_loss`.  Returns a float32 0-dim tensor (NaN for an empty batch).
+    """
+    check_float("rewards_chosen", rewards_chosen)
+    check_float("rewards_rejected", rewards_rejected)
+    _check_pair_shapes(rewards_chosen, rewards_rejected, allow_k=False)
+    return (rewards_chosen > rewards_rejected).float().mean()  # []
+
+
+def last_token_rewards(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The reward of each sequence: its per-position score at the last real (non-pad) token.
+
+    ``values``: Float[Tensor, "batch seq"] (or ``[batch, seq, 1]``), a score head applied at every position;
+    ``attention_mask``: [batch, seq], 1 (or True) on real tokens.  Returns Float[Tensor, "batch"].
+
+    This is how transformers' sequence-classification heads (``GenericForSequenceClassification``) pool a
+    decoder: in a causal model only the last real token has read the whole sequence.  The index is the last
+    position whose mask is 1, ``(arange(seq) * mask).argmax(-1)``, so right and left padding both work.  Reading
+    ``values[:, -1]`` instead scores a pad token on right-padded batches (chapter 07's bug zoo).  A row with no
+    real token is an error.
+    """
+    check_float("values", values)
+    check_tensor("attention_mask", attention_mask)
+    if values.dim() == 3 and values.shape[-1] == 1:
+        values = values.squeeze(-1)  # [batch, seq]
+    if values.dim() != 2:
+        raise ValueError(f"values must be [batch, seq] (or [batch, seq, 1]) per-position scores, got "
+                         f"{shape_str(values)}")
+    if attention_mask.shape != values.shape:
+        raise ValueError(f"attention_mask must have the shape of values {shape_str(values)} (one flag per "
+                         f"position), got {shape_str(attention_mask)}")
+    mask = attention_mask.to(values.device) != 0  # [batch, seq] bool
+    if not bool(mask.any(dim=-1).all()):  # one device sync
+        empty = (~mask.any(dim=-1)).nonzero().flatten().tolist()
+        raise ValueError(f"attention_mask {shape_str(attention_mask)} has rows with no real token: {empty}")
+    positions = torch.arange(values.shape[1], device=values.device)  # [seq]
+    last = (positions * mask).argmax(dim=-1)  # [batch]: the last position whose mask is 1
+    return values.gather(1, last[:, None]).squeeze(1)  # [batch]
+
+
+def _check_pair_shapes(chosen: torch.Tensor, rejected: torch.Tensor, *, allow_k: bool) -> None:
+    if chosen.shape != rejected.shape:
+        raise ValueError(
+            f"rewards_chosen {shape_str(chosen)} and rewards_rejected {shape_str(rejected)} must have the same "
+            "shape, one reward per pair each; different shapes would broadcast (e.g. [batch] - [batch, 1] is a "
+            "[batch, batch] matrix of every chosen against every rejected)"
+        )
+    if allow_k:
+        if chosen.dim() not in (1, 2):
+            raise ValueError(f"rewards must be [batch] or [batch, k], got {shape_str(chosen)}")
+        return
+    if chosen.dim() not in (1, 2) or (chosen.dim() == 2 and chosen.shape[1] != 1):
+        raise ValueError(
+            f"rewards must be [batch] or [batch, 1] (one scalar reward per sequence), got {shape_str(chosen)}; a "
+            "reward model has num_labels=1 (TRL requires it)"
+        )
+
+
+def _margin_like(margin, rewards: torch.Tensor) -> torch.Tensor:
+    """The margin as a tensor of the rewards' shape, refusing anything that would broadcast."""
+    if isinstance(margin, numbers.Real) and not isinstance(margin, bool):
+        return torch.full_like(rewards, float(margin))
+    check_tensor("margin", margin)
+    if not (margin.is_floating_point() or margin.dtype in (torch.int64, torch.int32, torch.int16, torch.int8)):
+        raise TypeError(f"margin must hold real numbers, got dtype {margin.dtype} with shape {shape_str(margin)}")
+    batch = rewards.shape[0]
+    if margin.shape == rewards.shape or margin.shape == (batch,):
+        return margin.to(rewards.device).reshape(rewards.shape)  # explicit, never broadcast
+    raise ValueError(
+        f"margin must have shape [{batch}] (one per pair) or the rewards' shape {shape_str(rewards)}, got "
+        f"{shape_str(margin)}; anything else would broadcast against the rewards"
+    )
+
+
+def _check_coefficient(coef) -> float:
+    if isinstance(coef, bool) or not isinstance(coef, numbers.Real):
+        raise TypeError(f"center_rewards_coefficient must be a number or None, got {type(coef).__name__}")
+    if not (coef >= 0 and coef != float("inf")):
+        raise ValueError(f"center_rewards_coefficient must be a finite number >= 0, got {coef}")
+    return float(coef)
