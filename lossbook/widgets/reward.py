@@ -47,7 +47,7 @@ class RewardExplorer(W.VBox):
         center = 2 * lam * (r_c.item() + r_r.item())
         closed = (-(1 - w) + center, (1 - w) + center)
         prob = float(preference_probs(r_c.detach(), r_r.detach())[0, 0])
-        return float(loss), (float(r_c.grad), float(r_r.grad)), closed, prob
+        return float(loss.detach()), (float(r_c.grad), float(r_r.grad)), closed, prob
 
     def _update(self, change=None):
         self.loss, self.grads, self.closed_form, self.prob_chosen = self.compute()
