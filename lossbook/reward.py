@@ -51,7 +51,8 @@ def pairwise_reward_loss(
     reward dimension other than 1 (a reward model has one output; see :func:`preference_probs` for ``[batch, k]``);
     a margin whose shape is neither ``[batch]`` nor the rewards' shape (seed 000's old TRL subtracted a
     ``[batch]`` margin from ``[batch, 1]`` rewards, which broadcasts to ``[batch, batch]``: lossbook reshapes a
-    ``[batch]`` margin to the rewards' shape explicitly); integer rewards.
+    ``[batch]`` margin to the rewards' shape explicitly); integer rewards.  A number as margin applies to every
+    pair and, like Python arithmetic on a tensor, keeps the rewards' dtype.
     """
     check_float("rewards_chosen", rewards_chosen)
     check_float("rewards_rejected", rewards_rejected)
