@@ -4,7 +4,6 @@ RewardTrainer (built offline), transformers' pooling, sympy and autograd; errors
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import sympy as sp
@@ -83,34 +82,8 @@ def test_trl_reward_trainer_compute_loss(trainer, coef, with_margin):
     trainer.args.center_rewards_coefficient = None
 
 
-class _RewardsAsLogits(torch.nn.Module):
-    """A stand-in model whose ``logits`` are given rewards, so TRL's own compute_loss runs on any rewards."""
-
-    def __init__(self, r_c, r_r):
-        super().__init__()
-        self.logits = torch.cat([r_c.reshape(-1, 1), r_r.reshape(-1, 1)])  # [2 * batch, 1], chosen rows first
-
-    def forward(self, **inputs):
-        return SimpleNamespace(logits=self.logits)
-
-
 def trl_loss(trainer):
-    """TRL 1.16's ``RewardTrainer.compute_loss`` with lossbook's signature (rewards in, loss out)."""
-
-    def loss(rewards_chosen, rewards_rejected, margin=None, center_rewards_coefficient=None):
-        batch = rewards_chosen.shape[0]
-        inputs = {"attention_mask": torch.ones(2 * batch, 1, dtype=torch.long)}
-        if margin is not None:
-            # a number: one margin for every pair, in the rewards' dtype (as Python arithmetic on a tensor)
-            inputs["margin"] = (margin if torch.is_tensor(margin)
-                                else torch.full((batch,), float(margin), dtype=rewards_chosen.dtype))
-        trainer.args.center_rewards_coefficient = center_rewards_coefficient
-        try:
-            return trainer.compute_loss(_RewardsAsLogits(rewards_chosen, rewards_rejected), inputs)
-        finally:
-            trainer.args.center_rewards_coefficient = None
-
-    return loss
+    return demo.trl_loss_on_rewards(trainer)
 
 
 def _grads(fn, case):

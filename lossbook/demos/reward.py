@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+from types import SimpleNamespace
 
 import torch
 
@@ -36,6 +37,7 @@ __all__ = [
     "char_tokenizer",
     "tiny_trl_reward_model",
     "trl_reward_trainer",
+    "trl_loss_on_rewards",
 ]
 
 FEATURES = 8
@@ -69,20 +71,21 @@ def make_preference_pairs(n: int, *, generator: torch.Generator, perception_nois
 
 def reward_model(hidden: int = 64) -> torch.nn.Module:
     """An MLP reward model: Float[Tensor, "n 8"] -> Float[Tensor, "n 1"] (one reward per item, as
-    ``AutoModelForSequenceClassification`` with ``num_labels=1``)."""
-    return MLP(FEATURES, hidden, 1, depth=2)
+    ``AutoModelForSequenceClassification`` with ``num_labels=1``); ``hidden=0`` gives a linear reward model."""
+    return torch.nn.Linear(FEATURES, 1) if hidden == 0 else MLP(FEATURES, hidden, 1, depth=2)
 
 
 def fit_reward_model(loss_fn, train_pairs: dict, val_pairs: dict, *, seed: int, steps: int = 1500,
-                     batch: int = 128, lr: float = 2e-3, eval_every: int = 100, device=None, desc: str = "reward"):
+                     batch: int = 128, lr: float = 2e-3, eval_every: int = 100, hidden: int = 64, device=None,
+                     desc: str = "reward"):
     """Train a fresh :func:`reward_model` with ``loss_fn(r_c, r_r, margin)`` on ``train_pairs``.
 
-    Every ``eval_every`` steps it logs the validation accuracy and the mean validation reward, and keeps the
-    weights of the best validation accuracy (model selection on the validation split; the test split is never
-    looked at).  Returns ``(model, history)`` with the best weights loaded.
+    ``hidden`` as :func:`reward_model`.  Every ``eval_every`` steps it logs the validation accuracy and the mean
+    validation reward, and keeps the weights of the best validation accuracy (model selection on the validation
+    split; the test split is never looked at).  Returns ``(model, history)`` with the best weights loaded.
     """
     torch.manual_seed(seed)
-    model = reward_model()
+    model = reward_model(hidden)
     sampler = torch.Generator().manual_seed(seed + 1)
     n = len(train_pairs["margin"])
     best = {"accuracy": -1.0, "state": None}
@@ -249,3 +252,39 @@ def trl_reward_trainer(model, tokenizer, pairs: dict, output_dir: str, *, center
                              processing_class=tokenizer)
     finally:
         hf_logging.set_verbosity(verbosity)
+
+
+class _RewardsAsLogits(torch.nn.Module):
+    """A stand-in model whose output ``logits`` are given rewards, chosen rows first (``[2 * batch, 1]``)."""
+
+    def __init__(self, rewards_chosen, rewards_rejected):
+        super().__init__()
+        self.logits = torch.cat([rewards_chosen.reshape(-1, 1), rewards_rejected.reshape(-1, 1)])
+
+    def forward(self, **inputs):
+        return SimpleNamespace(logits=self.logits)
+
+
+def trl_loss_on_rewards(trainer):
+    """TRL's own ``RewardTrainer.compute_loss`` as a function of given rewards, with lossbook's signature.
+
+    ``compute_loss`` reads its rewards from a model's output, so a stand-in model returns the given rewards as
+    its logits; everything after that (the split into halves, the margin, the centering term) is TRL's code.
+    A number as margin becomes a ``[batch]`` column in the rewards' dtype.  ``center_rewards_coefficient`` is set
+    on ``trainer.args`` for the call and restored afterwards.
+    """
+
+    def loss(rewards_chosen, rewards_rejected, margin=None, center_rewards_coefficient=None):
+        batch = rewards_chosen.shape[0]
+        inputs = {"attention_mask": torch.ones(2 * batch, 1, dtype=torch.long)}  # TRL counts tokens from it
+        if margin is not None:
+            inputs["margin"] = (margin if torch.is_tensor(margin)
+                                else torch.full((batch,), float(margin), dtype=rewards_chosen.dtype))
+        saved = trainer.args.center_rewards_coefficient
+        trainer.args.center_rewards_coefficient = center_rewards_coefficient
+        try:
+            return trainer.compute_loss(_RewardsAsLogits(rewards_chosen, rewards_rejected), inputs)
+        finally:
+            trainer.args.center_rewards_coefficient = saved
+
+    return loss
