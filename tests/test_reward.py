@@ -167,7 +167,7 @@ def test_sympy_batch_loss_equals_lossbook_and_its_gradient_equals_autograd():
     g = torch.Generator().manual_seed(3)
     chosen, rejected = list(sp.symbols("c0:4", real=True)), list(sp.symbols("q0:4", real=True))
     margins, lam = list(sp.symbols("m0:4", nonnegative=True)), sp.Symbol("lambda", nonnegative=True)
-    expr = dr.batch_loss(chosen, rejected, margins, lam)
+    expr = dr.pairwise_batch_loss(chosen, rejected, margins, lam)
     symbols = [*chosen, *rejected, *margins, lam]
     f = sp.lambdify(symbols, expr)
     grad_f = sp.lambdify(symbols, [sp.diff(expr, v) for v in chosen + rejected])

@@ -21,7 +21,7 @@ __all__ = [
     "two_way_cross_entropy",
     "centering_term",
     "centering_grads",
-    "batch_loss",
+    "pairwise_batch_loss",
     "preference_prob",
 ]
 
@@ -93,7 +93,7 @@ def centering_grads(r_c, r_r, lam) -> tuple[sp.Expr, sp.Expr]:
     return g, g
 
 
-def batch_loss(chosen, rejected, margins=None, lam=None) -> sp.Expr:
+def pairwise_batch_loss(chosen, rejected, margins=None, lam=None) -> sp.Expr:
     """The whole batch: mean_i pairwise_loss_i + lam * mean_i (r_c,i + r_r,i)^2, as ``pairwise_reward_loss``."""
     n = sp.Integer(len(chosen))
     margins = margins if margins is not None else [0] * len(chosen)
