@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -15,6 +16,8 @@ __all__ = [
     "check_in_range",
     "check_vocab_size",
     "check_position_labels",
+    "check_ignore_index",
+    "check_count",
 ]
 
 
@@ -85,12 +88,48 @@ def check_vocab_size(vocab_size, logits: torch.Tensor) -> None:
 
 def check_position_labels(name: str, labels, logits: torch.Tensor, ignore_index, what: str = "token id") -> None:
     """One integer label per position of ``logits`` [..., classes]: shape ``logits.shape[:-1]``, each value a
-    class of the last dim or ``ignore_index`` (a non-int ``ignore_index`` is left to ``fixed_cross_entropy``)."""
+    class of the last dim or ``ignore_index`` (an int)."""
     check_integer(name, labels, f"{what}s")
     if labels.shape != logits.shape[:-1]:
         raise ValueError(
             f"{name} must have shape {list(logits.shape[:-1])} (logits {shape_str(logits)} without the last "
             f"dim: one {what} or ignore_index per position), got {shape_str(labels)}"
         )
-    if isinstance(ignore_index, numbers.Integral) and not isinstance(ignore_index, bool):
-        check_in_range(name, labels, logits.shape[-1], int(ignore_index), what)
+    check_in_range(name, labels, logits.shape[-1], check_ignore_index(ignore_index), what)
+
+
+def check_ignore_index(ignore_index, name: str = "ignore_index") -> int:
+    """An ``int`` (Python or numpy integer, not bool): the label value that marks an ignored position."""
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"{name} must be an int (the label value of ignored positions, usually -100), "
+                        f"got {type(ignore_index).__name__}")
+    return int(ignore_index)
+
+
+def check_count(name: str, n):
+    """A positive, finite count (an ``int``, a finite float, or a one-element tensor) used as a denominator.
+
+    Python numbers and CPU tensors are checked in full: NaN, infinite, zero and negative counts are errors (a
+    zero count means nothing in the whole batch is scored: the loss would be 0/0).  A tensor on an accelerator
+    is checked from its metadata only (one element, a real dtype): reading its value would force the host to
+    wait for the device, so its value is left as it is (a bad count there gives a wrong loss, not an error).
+    """
+    if torch.is_tensor(n):
+        if n.numel() != 1:
+            raise ValueError(f"{name} must be a single count, got a tensor of shape {shape_str(n)}; a vector would "
+                             "silently broadcast the loss")
+        if n.dtype == torch.bool or n.is_complex():
+            raise TypeError(f"{name} must be a count (an integer or floating tensor), got dtype {n.dtype}")
+        if n.device.type == "cpu":
+            _check_count_value(name, n.item())
+        return n
+    if isinstance(n, bool) or not isinstance(n, numbers.Real):
+        raise TypeError(f"{name} must be an int or a one-element tensor, got {type(n).__name__}")
+    _check_count_value(name, n)
+    return n
+
+
+def _check_count_value(name: str, value) -> None:
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive, finite count, got {value}; it is the number of scored items "
+                         "in the whole (accumulated) batch, the denominator of the loss")

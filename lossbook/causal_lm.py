@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_float, check_integer, check_position_labels, check_vocab_size, shape_str
+from ._checks import check_float, check_ignore_index, check_integer, check_position_labels, check_vocab_size, shape_str
 from .cross_entropy import per_position_cross_entropy
 
 __all__ = ["causal_lm_loss", "next_token_labels"]
@@ -26,7 +26,7 @@ def next_token_labels(labels: torch.Tensor, ignore_index: int = -100) -> torch.T
     check_integer("labels", labels, "token ids")
     if labels.dim() == 0:
         raise ValueError("labels must have a sequence dimension (shape [..., seq]), got a 0-dim tensor")
-    padded = F.pad(labels.long(), (0, 1), value=int(ignore_index))  # [..., seq + 1]
+    padded = F.pad(labels.long(), (0, 1), value=check_ignore_index(ignore_index))  # [..., seq + 1]
     return padded[..., 1:].contiguous()  # [..., seq]
 
 
@@ -54,7 +54,9 @@ def causal_lm_loss(
 
     Edge cases (as upstream): the last position of every sequence has no target; a sequence of length 1,
     or a batch whose targets are all ``ignore_index``, gives NaN (0/0, with a zero gradient) unless
-    ``num_items_in_batch`` is given, in which case it contributes 0.
+    ``num_items_in_batch`` is given, in which case it contributes 0.  A position without a target has a zero
+    gradient row when its logits are finite; a NaN or -inf logit there gives a finite loss and a NaN gradient
+    row (the softmax is computed before the row is dropped).
 
     Differences from transformers ``ForCausalLMLoss``, each a clear error or a stated choice:
 

@@ -6,12 +6,19 @@ Chapter: notebooks/01_cross_entropy.ipynb.  Upstream: transformers
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_float, check_in_range, check_integer, check_rank, shape_str
+from ._checks import (
+    check_count,
+    check_float,
+    check_ignore_index,
+    check_in_range,
+    check_integer,
+    check_rank,
+    check_tensor,
+    shape_str,
+)
 
 __all__ = ["fixed_cross_entropy", "per_position_cross_entropy"]
 
@@ -45,70 +52,117 @@ def fixed_cross_entropy(
       items is 0/0 = NaN, exactly as in PyTorch and transformers.  Pass
       ``num_items_in_batch`` (the count over the whole accumulated batch) and
       such a micro-batch contributes 0.
-    * a tensor ``num_items_in_batch`` equal to 0 divides by zero, as upstream;
-      an ``int`` must be positive.
+    * an ignored row contributes nothing to the loss, and its gradient is
+      exactly 0 as long as its logits are finite; a NaN or ``-inf`` logit in
+      an ignored row leaves the loss finite but makes that row's gradient NaN
+      (as in PyTorch and transformers: the softmax of the row is computed
+      before the row is dropped).
+    * half-precision logits (float16, bfloat16): the per-item losses are
+      PyTorch's, but they are summed and divided in float32 and the mean is
+      rounded once to the input dtype.  Upstream's float16 sum overflows to
+      ``inf`` on realistic batches (a few thousand items with losses near 10);
+      lossbook returns the finite mean, and equals upstream to one unit in the
+      last place wherever upstream is finite.
 
     Differences from upstream, each a clear error or a stated choice:
 
     * ``label_smoothing`` and ``weight`` are forwarded to
       ``torch.nn.functional.cross_entropy`` (transformers swallows them in
-      ``**kwargs``); ``reduction`` is refused, since ``num_items_in_batch``
-      decides it.  Other keywords are ignored, as upstream, because models
-      forward their own keyword arguments to the loss.
+      ``**kwargs``); ``weight`` must be a floating ``[classes]`` tensor and is
+      moved to the logits' device and dtype; ``reduction`` is refused, since
+      ``num_items_in_batch`` decides it.  Other keywords are ignored, as
+      upstream, because models forward their own keyword arguments to the loss.
+    * ``num_items_in_batch`` must be a positive, finite count (an int, a float
+      or a one-element tensor): NaN, infinite, zero, negative and boolean
+      counts are errors (upstream divides by them).  A tensor on an
+      accelerator is checked from its metadata only, so that the check never
+      makes the host wait for the device; its value is not inspected.
     * shapes are checked (no silent broadcasting), targets must be integer
       indices in ``[0, classes)`` or ``ignore_index``, and a logits tensor of
       rank 3 is refused: flatten ``[batch, seq, vocab]`` to
       ``[batch*seq, vocab]`` first, as the task losses of chapters 02-06 do.
+      The label range check reads the labels' minimum and maximum, one
+      synchronisation on an accelerator.
     """
-    check_float("source", source)
-    check_integer("target", target)
-    check_rank("source", source, (1, 2), "[items, classes] or [classes]")
-    if not isinstance(ignore_index, numbers.Integral) or isinstance(ignore_index, bool):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    return _cross_entropy(source, target, num_items_in_batch, ignore_index, kwargs)
+
+
+def _cross_entropy(source, target, num_items_in_batch, ignore_index, kwargs, names=("source", "target")):
+    """``fixed_cross_entropy`` with the caller's argument names in its errors (``names``: logits, labels)."""
+    source_name, target_name = names
+    check_float(source_name, source)
+    check_integer(target_name, target)
+    check_rank(source_name, source, (1, 2), "[items, classes] or [classes]")
+    ignore_index = check_ignore_index(ignore_index)
     expected = source.shape[:1] if source.dim() == 2 else torch.Size([])
     if target.shape != expected:
         raise ValueError(
-            f"target must have shape {list(expected)} to match source {shape_str(source)} "
+            f"{target_name} must have shape {list(expected)} to match {source_name} {shape_str(source)} "
             f"(one class index per row of logits), got {shape_str(target)}"
         )
     classes = source.shape[-1]
-    ignore_index = int(ignore_index)
-    check_in_range("target", target, classes, ignore_index)
-    extra = _forwarded_kwargs(kwargs)
+    check_in_range(target_name, target, classes, ignore_index)
+    extra = _forwarded_kwargs(kwargs, source, source_name)
+    denominator = None if num_items_in_batch is None else check_count("num_items_in_batch", num_items_in_batch)
     target = target.to(device=source.device, dtype=torch.long)
 
-    if num_items_in_batch is None:
+    if source.dtype in (torch.float16, torch.bfloat16):
+        return _half_cross_entropy(source, target, denominator, ignore_index, extra)  # []
+    if denominator is None:
         return F.cross_entropy(source, target, ignore_index=ignore_index, reduction="mean", **extra)  # []
-    denominator = _check_num_items(num_items_in_batch)
     loss = F.cross_entropy(source, target, ignore_index=ignore_index, reduction="sum", **extra)  # []
     if torch.is_tensor(denominator):
         denominator = denominator.to(loss.device)
     return loss / denominator
 
 
-def _forwarded_kwargs(kwargs: dict) -> dict:
+def _half_cross_entropy(source, target, denominator, ignore_index, extra):
+    """Half-precision logits: per-item losses as PyTorch computes them, the reduction in float32.
+
+    A float16 sum of a few thousand realistic per-item losses overflows (65504 is float16's largest value),
+    so upstream's ``reduction="sum"`` (and ``"mean"``, which sums first) returns ``inf`` although the mean is
+    representable.  Here the sum and the division run in float32 and the mean is rounded to the input dtype
+    once, so it is finite whenever the mean is, and within one unit in the last place of upstream's value
+    wherever upstream's is finite (tests/test_cross_entropy.py).
+    """
+    per_item = F.cross_entropy(source, target, ignore_index=ignore_index, reduction="none", **extra)  # [items]
+    total = per_item.float().sum()  # []: float32 accumulation
+    if denominator is None:  # the mean over kept items; with a class weight, over their summed weights
+        kept = target != ignore_index  # [items]
+        weight = extra.get("weight")
+        if weight is None:
+            denominator = kept.sum()
+        else:
+            denominator = weight.float()[torch.where(kept, target, 0)].masked_fill(~kept, 0).sum()
+    elif torch.is_tensor(denominator):
+        denominator = denominator.to(total.device)
+    return (total / denominator).to(source.dtype)  # []
+
+
+def _forwarded_kwargs(kwargs: dict, source: torch.Tensor, source_name: str) -> dict:
     refused = [k for k in _REFUSED if k in kwargs]
     if refused:
         raise TypeError(
             f"fixed_cross_entropy got {refused[0]}=...: the reduction is set by num_items_in_batch "
             "(None -> mean over kept items, a count -> sum / count)"
         )
-    return {k: kwargs[k] for k in _FORWARDED if k in kwargs and kwargs[k] is not None}
+    extra = {k: kwargs[k] for k in _FORWARDED if k in kwargs and kwargs[k] is not None}
+    if "weight" in extra:
+        extra["weight"] = _check_weight(extra["weight"], source, source_name)
+    return extra
 
 
-def _check_num_items(n):
-    if torch.is_tensor(n):
-        if n.numel() != 1:
-            raise ValueError(
-                f"num_items_in_batch must be a single count, got a tensor of shape {shape_str(n)}; "
-                "a vector would silently broadcast the loss"
-            )
-        return n
-    if isinstance(n, bool) or not isinstance(n, numbers.Real):
-        raise TypeError(f"num_items_in_batch must be an int or a one-element tensor, got {type(n).__name__}")
-    if n <= 0:
-        raise ValueError(f"num_items_in_batch must be positive, got {n}")
-    return n
+def _check_weight(weight, source: torch.Tensor, source_name: str) -> torch.Tensor:
+    """A per-class weight: a floating tensor of shape [classes], moved to the logits' device and dtype."""
+    check_tensor("weight", weight)
+    classes = source.shape[-1]
+    if not weight.is_floating_point():
+        raise TypeError(f"weight must be a floating-point tensor of shape [{classes}] (one weight per class), got "
+                        f"dtype {weight.dtype}")
+    if weight.shape != (classes,):
+        raise ValueError(f"weight must have shape [{classes}] (one weight per class of {source_name} "
+                         f"{shape_str(source)}), got {shape_str(weight)}")
+    return weight.to(device=source.device, dtype=source.dtype)
 
 
 def per_position_cross_entropy(
@@ -116,6 +170,7 @@ def per_position_cross_entropy(
     labels: torch.Tensor,
     num_items_in_batch: int | torch.Tensor | None = None,
     ignore_index: int = -100,
+    names: tuple[str, str] = ("logits", "labels"),
     **kwargs,
 ) -> torch.Tensor:
     """The shared tail of the token-level task losses (causal LM, masked LM, token classification).
@@ -123,10 +178,11 @@ def per_position_cross_entropy(
     ``logits``: Float[Tensor, "... classes"]; ``labels``: Long[Tensor, "..."], already aligned and checked by
     the caller.  Half precision is upcast to float32 as transformers does (float64 is kept, so ``gradcheck``
     runs); both are flattened with ``reshape`` (a view for contiguous logits; upstream's ``view`` raises on
-    non-contiguous ones) and scored by :func:`fixed_cross_entropy`.
+    non-contiguous ones) and scored by :func:`fixed_cross_entropy`; errors name the caller's arguments
+    (``names``).
     """
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # upcast: the softmax needs float32's mantissa
     flat_logits = logits.reshape(-1, logits.shape[-1])  # [items, classes]
     flat_labels = labels.reshape(-1).to(flat_logits.device)  # [items]
-    return fixed_cross_entropy(flat_logits, flat_labels, num_items_in_batch, ignore_index, **kwargs)  # []
+    return _cross_entropy(flat_logits, flat_labels, num_items_in_batch, ignore_index, kwargs, names)  # []

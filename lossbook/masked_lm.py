@@ -36,7 +36,9 @@ def masked_lm_loss(
 
     loss = sum_{t selected} [logsumexp(z_t) - z_t[y_t]] / D, with D = ``num_items_in_batch`` when given
     (sum-then-divide, for gradient accumulation) and else the number of selected positions.  The gradient
-    with respect to z_t is (softmax(z_t) - onehot(y_t)) / D at selected positions and exactly 0 elsewhere.
+    with respect to z_t is (softmax(z_t) - onehot(y_t)) / D at selected positions and exactly 0 elsewhere
+    when the logits there are finite (a NaN or -inf logit at an unselected position leaves the loss finite
+    but makes that row's gradient NaN, as in PyTorch and transformers; see ``fixed_cross_entropy``).
 
     Edge cases (as upstream): a batch in which no position was selected (every label ``ignore_index``)
     gives NaN (0/0, with a zero gradient) unless ``num_items_in_batch`` is given, in which case it
@@ -144,7 +146,12 @@ def sample_masking(
         special = special_tokens_mask.detach().cpu().bool()
     else:
         special = torch.zeros(ids.shape, dtype=torch.bool)
+    if special_ids is None or isinstance(special_ids, (str, bytes)) or not hasattr(special_ids, "__iter__"):
+        raise TypeError(f"special_ids must be an iterable of token ids (use () for none), got "
+                        f"{type(special_ids).__name__}")
     for s in special_ids:
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"special_ids must hold int token ids, got {s!r} ({type(s).__name__})")
         special = special | (ids == int(s))
 
     # the same calls, shapes and dtypes as torch_mask_tokens: the generator's stream is consumed identically
@@ -173,7 +180,8 @@ def mask_tokens(
     special_tokens_mask: torch.Tensor | None = None,
     return_masking: bool = False,
 ):
-    """BERT's masking: ``(inputs, labels)`` for a masked LM, both Long[Tensor, "batch seq"] like ``input_ids``.
+    """BERT's masking: ``(inputs, labels)`` for a masked LM, Int[Tensor, "batch seq"] like ``input_ids`` and
+    Long[Tensor, "batch seq"].
 
     Each non-special token is selected with probability ``mlm_probability``; ``labels`` hold the original
     id at the selected positions and ``ignore_index`` everywhere else.  Of the selected positions, a share
@@ -187,7 +195,10 @@ def mask_tokens(
     ``return_masking=True`` also returns the :class:`Masking` (which positions went which way).
 
     Differences from upstream: ``ignore_index`` is a parameter (upstream writes -100) and must not be a
-    token id; ids, probabilities and the mask token are checked; the outputs are on ``input_ids``' device.
+    token id; ids, probabilities, ``special_ids`` and the mask token are checked; the outputs are on
+    ``input_ids``' device.  ``labels`` are always ``torch.long`` (upstream keeps the input dtype, where -100
+    wraps to a real token id in ``uint8``); ``inputs`` keep ``input_ids``' dtype, which must hold every id of
+    the vocabulary.
     """
     if isinstance(mask_token_id, bool) or not isinstance(mask_token_id, numbers.Integral):
         raise TypeError(f"mask_token_id must be an int, got {type(mask_token_id).__name__}")
@@ -199,13 +210,17 @@ def mask_tokens(
         raise ValueError(f"mask_token_id={mask_token_id} is outside [0, {vocab_size}) for vocab_size={vocab_size}")
     if 0 <= ignore_index < vocab_size:
         raise ValueError(f"ignore_index={ignore_index} is a token id in [0, {vocab_size}): labels would be ambiguous")
+    largest = torch.iinfo(input_ids.dtype).max
+    if vocab_size - 1 > largest:
+        raise ValueError(f"input_ids of dtype {input_ids.dtype} (largest value {largest}) cannot hold the ids of "
+                         f"vocab_size={vocab_size}: random replacements would wrap around; use input_ids.long()")
     ids = input_ids.detach().cpu()  # [batch, seq]
-    labels = ids.clone()
+    labels = ids.to(torch.long, copy=True)  # a long copy: ignore_index (-100) must not wrap in a narrow dtype
     labels[~masking.selected] = ignore_index  # only the selected positions are scored
     inputs = ids.clone()  # a copy: the caller's tensor stays as it was
     inputs[masking.replaced] = mask_token_id
     if masking.random_ids is not None:
-        inputs[masking.randomized] = masking.random_ids[masking.randomized]
+        inputs[masking.randomized] = masking.random_ids[masking.randomized].to(inputs.dtype)
     inputs, labels = inputs.to(input_ids.device), labels.to(input_ids.device)
     return (inputs, labels, masking) if return_masking else (inputs, labels)
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_float, check_integer, check_tensor, shape_str
-from .cross_entropy import fixed_cross_entropy
+from .cross_entropy import _cross_entropy
 
 __all__ = ["PROBLEM_TYPES", "infer_problem_type", "sequence_classification_loss"]
 
@@ -63,9 +63,11 @@ def sequence_classification_loss(
       soft).  loss = mean over all batch x classes entries of
       -[y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))]; dL/dz = (sigmoid(z) - y) / (batch * classes).
 
-    Same values, gradients and result dtypes as transformers on every input it accepts.  There is no
-    float32 upcast, as upstream: the result has the dtype torch's MSE, cross-entropy or BCE gives (half
-    logits with float32 targets -> float32).
+    Same values, gradients and result dtypes as transformers on every input it accepts, except that a
+    half-precision single-label mean is reduced in float32 (``fixed_cross_entropy``): finite where upstream's
+    float16 sum overflows, within one unit in the last place elsewhere.  The logits are not upcast, as
+    upstream: the result has the dtype torch's MSE, cross-entropy or BCE gives (half logits with float32
+    targets -> float32).
 
     Edge cases, as upstream: single-label with every label ``ignore_index`` and no
     ``num_items_in_batch`` gives NaN (0/0, zero gradient); an empty batch gives NaN (mean of nothing).
@@ -127,7 +129,9 @@ def sequence_classification_loss(
                 f"got {shape_str(labels)}"
             )
         flat_logits = pooled_logits.reshape(-1, num_labels)  # [batch, classes]
-        return fixed_cross_entropy(flat_logits, labels.reshape(-1), **kwargs)  # []
+        num_items, ignore_index = kwargs.pop("num_items_in_batch", None), kwargs.pop("ignore_index", -100)
+        return _cross_entropy(flat_logits, labels.reshape(-1), num_items, ignore_index, kwargs,
+                              ("pooled_logits", "labels"))  # []
 
     # multi_label_classification
     if not labels.is_floating_point():

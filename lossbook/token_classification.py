@@ -32,7 +32,8 @@ def token_classification_loss(logits: torch.Tensor, labels: torch.Tensor, num_la
     D is the number of kept tokens in this batch, or ``num_items_in_batch``
     when given (the count over every micro-batch of an accumulated step).
     dloss/dz_t = (softmax(z_t) - onehot(y_t)) / D for a kept token and exactly
-    0 for an ignored one.
+    0 for an ignored one with finite logits (a NaN or -inf logit at an ignored
+    token gives a NaN gradient row there, as upstream; the loss stays finite).
 
     As transformers: logits flattened to ``[batch*seq, classes]``, labels to
     ``[batch*seq]`` and moved to the logits' device, half-precision logits

@@ -5,6 +5,7 @@ import pytest
 import sympy as sp
 import torch
 import torch.nn.functional as F
+from _half import assert_loss_close
 
 from lossbook import derivations, fixed_cross_entropy
 from lossbook.checks import compare_losses, cross_entropy_cases
@@ -14,7 +15,8 @@ def _idx(*shape):
     return torch.zeros(*shape, dtype=torch.long)
 
 
-DTYPES = {torch.float32: 1e-6, torch.bfloat16: 0.0, torch.float16: 0.0}  # half: the same kernel, so exact
+# half precision: gradients exact (the same kernels), values within one ulp (lossbook reduces in float32)
+DTYPES = {torch.float32: 1e-6, torch.bfloat16: 0.0, torch.float16: 0.0}
 
 
 def _inputs(seed, items, classes, ignored, dtype, scale=3.0):
@@ -43,8 +45,7 @@ def test_parity_with_transformers(hf_loss_utils, seed, items, classes, ignored, 
     ours = _value_and_grad(fixed_cross_entropy, source, target, num_items_in_batch=num_items)
     theirs = _value_and_grad(hf_loss_utils.fixed_cross_entropy, source, target, num_items_in_batch=num_items)
     tol = DTYPES[dtype]
-    assert ours[0].dtype == theirs[0].dtype
-    torch.testing.assert_close(ours[0], theirs[0], atol=tol, rtol=tol)
+    assert_loss_close(ours[0], theirs[0], tol)
     torch.testing.assert_close(ours[1], theirs[1], atol=tol, rtol=tol)
 
 
@@ -145,7 +146,7 @@ def test_shared_check_cases_pass_against_plain_pytorch():
         (torch.randn(4, 5), torch.tensor([0, -1, 2, 2]), {}, ValueError, r"class index -1"),
         (torch.randn(4, 5), torch.zeros(4), {}, TypeError, r"target must hold integer .*float32 with shape \[4\]"),
         (_idx(4, 5), _idx(4), {}, TypeError, r"source must be a floating"),
-        (torch.randn(4, 5), _idx(4), {"num_items_in_batch": 0}, ValueError, "must be positive"),
+        (torch.randn(4, 5), _idx(4), {"num_items_in_batch": 0}, ValueError, "must be a positive, finite count, got 0"),
         (torch.randn(4, 5), _idx(4), {"num_items_in_batch": torch.ones(2)}, ValueError, r"shape \[2\]"),
         (torch.randn(4, 5), _idx(4), {"reduction": "sum"}, TypeError, "num_items_in_batch"),
         ([[0.0, 1.0]], _idx(1), {}, TypeError, "source must be a torch.Tensor"),
@@ -161,3 +162,97 @@ def test_out_of_range_ignored_value_is_fine():
     source = torch.randn(3, 4)
     loss = fixed_cross_entropy(source, torch.tensor([0, 4, 1]), ignore_index=4)
     assert loss.item() == pytest.approx(F.cross_entropy(source[[0, 2]], torch.tensor([0, 1])).item())
+
+
+# ---- hardening: counts, argument names, half-precision reductions, NaN rows at ignored positions
+
+
+@pytest.mark.parametrize(
+    ("count", "error", "message"),
+    [
+        (torch.tensor(-3), ValueError, r"num_items_in_batch must be a positive, finite count, got -3"),
+        (torch.tensor(0), ValueError, r"positive, finite count, got 0"),
+        (torch.tensor(float("nan")), ValueError, r"positive, finite count, got nan"),
+        (torch.tensor(float("inf")), ValueError, r"positive, finite count, got inf"),
+        (torch.tensor(True), TypeError, r"num_items_in_batch must be a count .* got dtype torch.bool"),
+        (torch.tensor(2 + 0j), TypeError, r"got dtype torch.complex64"),
+        (float("nan"), ValueError, r"positive, finite count, got nan"),
+        (float("inf"), ValueError, r"positive, finite count, got inf"),
+        (-2.5, ValueError, r"positive, finite count, got -2.5"),
+        (True, TypeError, r"num_items_in_batch must be an int or a one-element tensor, got bool"),
+    ],
+)
+def test_every_bad_count_is_an_error(count, error, message):
+    source, target = _inputs(0, 6, 4, 2, torch.float32)
+    with pytest.raises(error, match=message):
+        fixed_cross_entropy(source, target, num_items_in_batch=count)
+
+
+def test_a_count_on_an_accelerator_is_checked_from_metadata_only():
+    from lossbook._checks import check_count
+
+    on_device = torch.tensor(-1.0, device="meta")  # reading its value would raise: the check must not read it
+    assert check_count("num_items_in_batch", on_device) is on_device
+    with pytest.raises(ValueError, match="single count"):
+        check_count("num_items_in_batch", torch.ones(2, device="meta"))
+    with pytest.raises(TypeError, match="torch.bool"):
+        check_count("num_items_in_batch", torch.tensor(True, device="meta"))
+
+
+@pytest.mark.parametrize("ignore_index", [None, 1.5, "x", True])
+def test_ignore_index_must_be_an_int(ignore_index):
+    source, target = _inputs(0, 6, 4, 0, torch.float32)
+    with pytest.raises(TypeError, match=r"ignore_index must be an int .* got " + type(ignore_index).__name__):
+        fixed_cross_entropy(source, target, ignore_index=ignore_index)
+
+
+def test_weight_is_checked_and_follows_the_logits_dtype():
+    source, target = _inputs(0, 6, 4, 1, torch.float32)
+    with pytest.raises(ValueError, match=r"weight must have shape \[4\] \(one weight per class of source \[6, 4\]\)"):
+        fixed_cross_entropy(source, target, weight=torch.ones(3))
+    with pytest.raises(TypeError, match=r"weight must be a floating-point tensor of shape \[4\].*torch.int64"):
+        fixed_cross_entropy(source, target, weight=torch.ones(4, dtype=torch.long))
+    weight = torch.tensor([1.0, 2.0, 0.5, 1.0], dtype=torch.float64)  # another dtype: cast, not an obscure error
+    expected = F.cross_entropy(source, target, weight=weight.float(), ignore_index=-100)
+    torch.testing.assert_close(fixed_cross_entropy(source, target, weight=weight), expected)
+
+
+def _realistic_half_batch(dtype, items=8000, classes=50):
+    g = torch.Generator().manual_seed(0)
+    source = (20 * torch.randn(items, classes, generator=g)).to(dtype)  # per-item losses around 40
+    target = torch.randint(0, classes, (items,), generator=g)
+    return source, target
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("num_items", [None, 8000])
+def test_half_precision_mean_is_finite_where_upstreams_sum_overflows(hf_loss_utils, dtype, num_items):
+    source, target = _realistic_half_batch(dtype)
+    exact = F.cross_entropy(source.double(), target, reduction="sum") / 8000  # the true mean, in float64
+    ours = fixed_cross_entropy(source, target, num_items_in_batch=num_items)
+    theirs = hf_loss_utils.fixed_cross_entropy(source, target, num_items_in_batch=num_items)
+    assert ours.dtype == dtype and torch.isfinite(ours)
+    assert abs(float(ours) - float(exact)) / float(exact) < 4 * torch.finfo(dtype).eps  # per-item rounding only
+    if dtype == torch.float16:
+        assert torch.isinf(theirs)  # upstream: a float16 sum of 8000 losses near 40 overflows 65504
+
+
+def test_half_precision_weighted_mean_matches_float32():
+    source, target = _inputs(3, 40, 6, 10, torch.float32)
+    weight = torch.rand(6, generator=torch.Generator().manual_seed(1)) + 0.5
+    for smoothing in (0.0, 0.1):
+        expected = fixed_cross_entropy(source.half().float(), target, weight=weight, label_smoothing=smoothing)
+        got = fixed_cross_entropy(source.half(), target, weight=weight, label_smoothing=smoothing)
+        assert abs(float(got) - float(expected)) <= 2e-3 * float(expected)
+
+
+def test_nan_logits_at_an_ignored_row_give_a_finite_loss_and_a_nan_gradient_row_as_upstream(hf_loss_utils):
+    """Documented in fixed_cross_entropy, causal_lm_loss, masked_lm_loss and token_classification_loss."""
+    source, target = _inputs(0, 4, 5, 0, torch.float32)
+    source[1] = float("nan")
+    target[1] = -100
+    ours = _value_and_grad(fixed_cross_entropy, source, target)
+    theirs = _value_and_grad(hf_loss_utils.fixed_cross_entropy, source, target)
+    assert torch.isfinite(ours[0]) and torch.equal(ours[0], theirs[0])
+    assert torch.isnan(ours[1][1]).all() and torch.isfinite(ours[1][[0, 2, 3]]).all()
+    assert torch.equal(torch.isnan(ours[1]), torch.isnan(theirs[1]))

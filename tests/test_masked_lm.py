@@ -423,3 +423,30 @@ def test_loss_cases_cover_the_edges():
     shapes = [tuple(c["logits"].shape) for c in cases]
     assert (1, 1, 5) in shapes and any(s[0] > 1 for s in shapes)
     assert any(((c["labels"] == -100).all(-1)).any() for c in cases)  # a row with nothing to score
+
+
+# ---- hardening: narrow id dtypes and special_ids
+
+
+def test_labels_are_long_so_ignore_index_cannot_wrap_in_a_narrow_dtype():
+    ids = torch.randint(0, 10, (4, 12), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    before = ids.clone()
+    inputs, labels = mask_tokens(ids, 3, 10, mlm_probability=0.5, generator=torch.Generator().manual_seed(1))
+    assert labels.dtype == torch.long and inputs.dtype == torch.uint8
+    assert set(labels.unique().tolist()) - set(range(10)) == {-100}  # in uint8, -100 would read as token 156
+    assert torch.equal(ids, before)  # the caller's ids are untouched
+    long_inputs, long_labels = mask_tokens(ids.long(), 3, 10, mlm_probability=0.5,
+                                           generator=torch.Generator().manual_seed(1))
+    assert torch.equal(labels, long_labels) and torch.equal(inputs.long(), long_inputs)  # same masking
+
+
+def test_a_vocabulary_the_id_dtype_cannot_hold_is_an_error():
+    ids = torch.randint(0, 100, (2, 6), dtype=torch.int8)
+    with pytest.raises(ValueError, match=r"input_ids of dtype torch.int8 \(largest value 127\) cannot hold .*300"):
+        mask_tokens(ids, 3, 300, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("special_ids", [None, 5, "ab", [1.5]])
+def test_special_ids_must_be_token_ids(special_ids):
+    with pytest.raises(TypeError, match="special_ids must"):
+        mask_tokens(torch.randint(0, 10, (2, 6)), 3, 10, special_ids=special_ids)

@@ -5,6 +5,8 @@ import math
 import pytest
 import sympy as sp
 import torch
+import torch.nn.functional as F
+from _half import assert_loss_close
 
 from lossbook import derivations, question_answering_loss
 from lossbook.bugzoo import question_answering as bugs
@@ -68,7 +70,8 @@ def test_parity_with_transformers(hf_loss_utils, seed, batch, seq, dtype, edge, 
     theirs = _value_and_grads(hf_loss_utils.ForQuestionAnsweringLoss, *inputs, **kwargs)
     assert ours[0].dtype == theirs[0].dtype == dtype  # no upcast, as upstream
     tol = DTYPES[dtype]
-    for a, b in zip(ours, theirs):
+    assert_loss_close(ours[0], theirs[0], tol, ulps=2)  # half: two heads, each within one ulp, then averaged
+    for a, b in zip(ours[1:], theirs[1:]):
         torch.testing.assert_close(a, b, atol=tol, rtol=tol, equal_nan=True)
     if edge == "all_ignored" and num_items is None:
         assert torch.isnan(ours[0]) and not ours[1].any() and not ours[2].any()  # documented: NaN, zero grads
@@ -294,3 +297,15 @@ def test_reader_shapes_and_exact_match():
     assert demo.best_spans(perfect_s, perfect_e)[:, 0].tolist() == starts.clamp(max=15).tolist()
     spans = demo.best_spans(torch.randn(7, 10), torch.randn(7, 10), max_answer=3)  # [7, 2]
     assert ((spans[:, 1] >= spans[:, 0]) & (spans[:, 1] - spans[:, 0] < 3)).all()
+
+
+def test_half_precision_heads_do_not_overflow_and_errors_name_the_head(hf_loss_utils):
+    g = torch.Generator().manual_seed(0)
+    start, end = ((30 * torch.randn(4000, 64, generator=g)).half() for _ in range(2))  # [batch, seq]
+    starts, ends = (torch.randint(0, 64, (4000,), generator=g) for _ in range(2))
+    exact = (F.cross_entropy(start.double(), starts) + F.cross_entropy(end.double(), ends)) / 2
+    ours = question_answering_loss(start, end, starts, ends)
+    assert ours.dtype == torch.float16 and abs(float(ours) - float(exact)) < 4e-3 * float(exact)
+    assert torch.isinf(hf_loss_utils.ForQuestionAnsweringLoss(start, end, starts, ends))
+    with pytest.raises(ValueError, match=r"weight must have shape \[64\] \(one weight per class of start_logits"):
+        question_answering_loss(start.float(), end.float(), starts, ends, weight=torch.ones(3))

@@ -28,7 +28,7 @@ class AlignmentViewer(W.VBox):
     ``[1, seq, vocab]``.  ``position`` picks a column; ``logit`` sets the logit that column gives to its
     target (the next character), so the reader can watch that target's probability, the loss and the
     gradient row ``(softmax - onehot(next token)) / N`` move.  A column with no target (the last real
-    character, padding) has a zero gradient row whatever its logits.
+    character, padding) has a zero gradient row whatever its (finite) logits.
 
     ``viewer.loss``, ``viewer.grad`` (the selected row), ``viewer.kept`` and ``viewer.targets`` hold the
     numbers shown, computed by ``causal_lm_loss`` and autograd in float64.
