@@ -42,7 +42,7 @@ def question_answering_loss(start_logits, end_logits, start_positions, end_posit
       ``[CLS]`` token, which SQuAD-v2 style models use for "no answer").  Mark an unanswerable
       example with a position >= L, never with -1 or -100, if it must not be scored.
 
-    Edge cases (all as upstream):
+    Edge cases (as upstream, except where stated):
 
     * ``start_positions`` or ``end_positions`` is None: returns None (a model called without labels).
     * every start (or every end) position out of the window and no ``num_items_in_batch``: that
