@@ -118,4 +118,11 @@ def check_function(name: str, candidate, reference, cases, *, atol: float = 1e-5
     if candidate is Ellipsis:
         print(f"{name}: not attempted yet (replace ... with your function)")
         return
-    print(compare_losses(candidate, reference, cases, atol=atol, name=name))
+    try:
+        result = compare_losses(candidate, reference, cases, atol=atol, name=name)
+    except Exception as err:  # a reader's function that crashes gets a verdict, not a traceback
+        keywords = ", ".join(cases[0]) if cases else ""
+        print(f"FAIL  {name}: your function raised {type(err).__name__}: {err} (it is called with the keyword "
+              f"arguments {keywords})")
+        return
+    print(result)

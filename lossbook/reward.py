@@ -11,6 +11,7 @@ centering term is Eisenstein et al. 2023, "Helping or Herding?", Sec. 3.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -42,17 +43,19 @@ def pairwise_reward_loss(
     which the Bradley–Terry term cannot do: it sees only differences.
 
     Same value and gradients as TRL 1.16's ``RewardTrainer.compute_loss`` given the same rewards (it uses
-    ``F.logsigmoid``, stable at any reward scale).  The result has the rewards' dtype (a float32 margin promotes
-    half-precision rewards to float32, as in TRL).  An empty batch gives NaN (the mean over zero pairs), as
-    upstream.
+    ``F.logsigmoid``, stable at any reward scale).  The result's dtype follows PyTorch's type promotion, as in
+    TRL: a float32 margin tensor promotes half-precision rewards to float32, a float64 one float32 rewards to
+    float64; a number (or a 0-dim tensor) as margin applies to every pair.  A negative margin relaxes a pair; a
+    NaN or infinite margin is an error (checked on the CPU; a margin on an accelerator is not read, to avoid a
+    synchronisation).  ``center_rewards_coefficient=0`` adds nothing (not even 0 * inf).  An empty batch gives
+    NaN (the mean over zero pairs), as upstream.
 
     Clear errors instead of silent broadcasting: chosen and rejected of different shapes (``[batch]`` against
     ``[batch, 1]`` would broadcast to a ``[batch, batch]`` matrix of every chosen against every rejected); a
     reward dimension other than 1 (a reward model has one output; see :func:`preference_probs` for ``[batch, k]``);
     a margin whose shape is neither ``[batch]`` nor the rewards' shape (seed 000's old TRL subtracted a
     ``[batch]`` margin from ``[batch, 1]`` rewards, which broadcasts to ``[batch, batch]``: lossbook reshapes a
-    ``[batch]`` margin to the rewards' shape explicitly); integer rewards.  A number as margin applies to every
-    pair and, like Python arithmetic on a tensor, keeps the rewards' dtype.
+    ``[batch]`` margin to the rewards' shape explicitly); integer rewards.
     """
     check_float("rewards_chosen", rewards_chosen)
     check_float("rewards_rejected", rewards_rejected)
@@ -61,8 +64,8 @@ def pairwise_reward_loss(
     if margin is not None:
         delta = delta - _margin_like(margin, rewards_chosen)  # same shape as delta
     loss = -F.logsigmoid(delta).mean()  # []
-    if center_rewards_coefficient is not None:
-        coef = _check_coefficient(center_rewards_coefficient)
+    if center_rewards_coefficient is not None and _check_coefficient(center_rewards_coefficient) > 0:
+        coef = float(center_rewards_coefficient)
         loss = loss + coef * torch.mean((rewards_chosen + rewards_rejected) ** 2)  # []
     return loss
 
@@ -83,6 +86,8 @@ def preference_probs(rewards_chosen: torch.Tensor, rewards_rejected: torch.Tenso
     _check_pair_shapes(rewards_chosen, rewards_rejected, allow_k=True)
     if rewards_chosen.dim() == 1:
         rewards_chosen, rewards_rejected = rewards_chosen[:, None], rewards_rejected[:, None]  # [batch, 1]
+    if rewards_chosen.shape[1] == 0:
+        raise ValueError(f"rewards must have at least one output per pair, got {shape_str(rewards_chosen)}")
     stacked = torch.stack([rewards_chosen, rewards_rejected])  # [2, batch, k]
     return stacked.mean(dim=2).softmax(dim=0).T  # [2, batch] -> softmax over the pair -> [batch, 2]
 
@@ -105,9 +110,12 @@ def last_token_rewards(values: torch.Tensor, attention_mask: torch.Tensor) -> to
     ``values``: Float[Tensor, "batch seq"] (or ``[batch, seq, 1]``), a score head applied at every position;
     ``attention_mask``: [batch, seq], 1 (or True) on real tokens.  Returns Float[Tensor, "batch"].
 
-    This is how transformers' sequence-classification heads (``GenericForSequenceClassification``) pool a
-    decoder: in a causal model only the last real token has read the whole sequence.  The index is the last
-    position whose mask is 1, ``(arange(seq) * mask).argmax(-1)``, so right and left padding both work.  Reading
+    This is the position transformers' sequence-classification heads (``GenericForSequenceClassification``) pool
+    a decoder at: in a causal model only the last real token has read the whole sequence.  The index is the last
+    position whose mask is 1, ``(arange(seq) * mask).argmax(-1)``, so right and left padding both work.
+    transformers finds it from ``input_ids != pad_token_id`` instead of the mask; the two agree unless the pad
+    id also marks real tokens (pad = eos, TRL's fallback for a tokenizer without a pad token), where the
+    pad-id rule stops one token early.  Reading
     ``values[:, -1]`` instead scores a pad token on right-padded batches (chapter 07's bug zoo).  A row with no
     real token is an error.
     """
@@ -151,11 +159,17 @@ def _check_pair_shapes(chosen: torch.Tensor, rejected: torch.Tensor, *, allow_k:
 def _margin_like(margin, rewards: torch.Tensor) -> torch.Tensor:
     """The margin as a tensor of the rewards' shape, refusing anything that would broadcast."""
     if isinstance(margin, numbers.Real) and not isinstance(margin, bool):
+        if not math.isfinite(margin):
+            raise ValueError(f"margin must be finite, got {margin}")
         return torch.full_like(rewards, float(margin))
     check_tensor("margin", margin)
     if not (margin.is_floating_point() or margin.dtype in (torch.int64, torch.int32, torch.int16, torch.int8)):
         raise TypeError(f"margin must hold real numbers, got dtype {margin.dtype} with shape {shape_str(margin)}")
+    if margin.device.type == "cpu" and margin.is_floating_point() and not bool(torch.isfinite(margin).all()):
+        raise ValueError(f"margin {shape_str(margin)} holds NaN or infinite values")
     batch = rewards.shape[0]
+    if margin.dim() == 0:  # one margin for every pair, like a number
+        return margin.to(rewards.device).expand(rewards.shape)
     if margin.shape == rewards.shape or margin.shape == (batch,):
         return margin.to(rewards.device).reshape(rewards.shape)  # explicit, never broadcast
     raise ValueError(

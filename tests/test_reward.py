@@ -139,7 +139,8 @@ def test_bradley_terry_from_gumbel_utilities():
     e, t = sp.Symbol("e", real=True), sp.Symbol("t", positive=True)
     assert sp.simplify(integrand_e.subs(e, -sp.log(t)) / t - integrand_t) == 0  # the substitution t = exp(-e)
     assert sp.simplify(value - dr.sigmoid(delta)) == 0
-    assert sp.simplify(value - dr.sigmoid(-delta)) != 0  # not symmetric: the assertion can fail
+    assert sp.simplify(value.subs(delta, 1) - sp.E / (1 + sp.E)) == 0  # a definite value at delta = 1 ...
+    assert sp.simplify(dr.sigmoid(-delta).subs(delta, 1) - 1 / (1 + sp.E)) == 0  # ... not the mirrored one
     # the e-integral itself, numerically (trapezoid rule on a fine grid), at delta = 0.7
     grid = torch.linspace(-20.0, 40.0, 600_001, dtype=torch.float64)
     density = sp.lambdify(e, integrand_e.subs(delta, sp.Rational(7, 10)), "math")
@@ -153,12 +154,16 @@ def test_pairwise_loss_gradients_two_way_form_and_shift_invariance():
     g_c, g_r = dr.pairwise_loss_grads(r_c, r_r, m)
     assert sp.simplify(sp.diff(loss, r_c) - g_c) == 0
     assert sp.simplify(sp.diff(loss, r_r) - g_r) == 0
-    assert sp.simplify(g_c + g_r) == 0
-    assert sp.simplify(sp.diff(-sp.log(dr.sigmoid(r_c - r_r + m)), r_c) - g_c) != 0  # margin added: different
+    assert sp.simplify(sp.diff(loss, r_c) + sp.diff(loss, r_r)) == 0
+    point = {r_c: 0, r_r: 0, m: 1}
+    assert sp.simplify(g_c.subs(point) + sp.E / (1 + sp.E)) == 0
+    added = sp.diff(-sp.log(dr.sigmoid(r_c - r_r + m)), r_c).subs(point)
+    assert sp.simplify(added + 1 / (1 + sp.E)) == 0  # margin added: a different pull at the same point
     assert sp.simplify(dr.two_way_cross_entropy(r_c, r_r) - dr.pairwise_loss(r_c, r_r)) == 0
     assert sp.simplify(dr.pairwise_loss(r_c + s, r_r + s, m) - loss) == 0
     center = dr.centering_term(r_c, r_r, lam)
-    assert sp.simplify(center.subs({r_c: r_c + s, r_r: r_r + s}) - center) != 0  # centering sees the shift
+    shifted = center.subs({r_c: r_c + s, r_r: r_r + s}, simultaneous=True)
+    assert sp.expand(shifted - center - 4 * lam * s * (r_c + r_r + s)) == 0  # centering sees the shift
     c_c, c_r = dr.centering_grads(r_c, r_r, lam)
     assert sp.simplify(sp.diff(center, r_c) - c_c) == 0 and sp.simplify(sp.diff(center, r_r) - c_r) == 0
 
@@ -254,6 +259,19 @@ def test_margin_forms_agree_and_are_never_broadcast():
     assert as_column == pairwise_reward_loss(r_c.squeeze(1), r_r.squeeze(1), margin)
     assert pairwise_reward_loss(r_c, r_r, 1.5) == pairwise_reward_loss(r_c, r_r, torch.full((4,), 1.5))
     assert zoo.seed_margin_broadcast(r_c, r_r, margin) != as_column  # seed 000 broadcasts to [4, 4]
+
+
+def test_margin_edge_cases_and_zero_coefficient():
+    r_c, r_r = torch.randn(4), torch.randn(4)
+    assert pairwise_reward_loss(r_c, r_r, torch.tensor(1.5)) == pairwise_reward_loss(r_c, r_r, 1.5)  # 0-dim
+    for bad in (float("nan"), float("inf"), torch.tensor([0.0, float("nan"), 1.0, 1.0])):
+        with pytest.raises(ValueError, match="margin"):
+            pairwise_reward_loss(r_c, r_r, bad)
+    inf = torch.tensor([float("inf"), 0.0])
+    assert pairwise_reward_loss(inf, torch.zeros(2), center_rewards_coefficient=0) == pairwise_reward_loss(
+        inf, torch.zeros(2))  # 0 adds nothing (not 0 * inf = NaN)
+    with pytest.raises(ValueError, match=r"at least one output per pair, got \[3, 0\]"):
+        preference_probs(torch.zeros(3, 0), torch.zeros(3, 0))
 
 
 def test_extremes_are_finite_and_empty_batch_is_nan():

@@ -52,6 +52,9 @@ def test_check_function(capsys):
     assert capsys.readouterr().out.startswith("PASS")
     checks.check_function("ex", lambda **kw: fixed_cross_entropy(**kw) + 1, fixed_cross_entropy, cases)
     assert capsys.readouterr().out.startswith("FAIL")
+    checks.check_function("ex", lambda logits, labels: logits.sum(), fixed_cross_entropy, cases)  # other names
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL  ex: your function raised TypeError") and "source, target, ignore_index" in out
 
 
 def test_error_matches_non_finite_entries_exactly():

@@ -38,7 +38,7 @@ def _center(loss, rewards_chosen, rewards_rejected, coef):
 
 def swapped_pair(rewards_chosen, rewards_rejected, margin=None, center_rewards_coefficient=None):
     """BUG: chosen and rejected swapped (a dataset's columns read the wrong way round): the model learns to
-    prefer what the annotators rejected, and its training loss falls just as fast."""
+    prefer what the annotators rejected, and its training loss falls about as fast (chapter 07, section 5)."""
     delta = rewards_rejected - rewards_chosen - _margin(margin, rewards_chosen)
     return _center(-F.logsigmoid(delta).mean(), rewards_chosen, rewards_rejected, center_rewards_coefficient)
 
@@ -63,8 +63,8 @@ def softmax_over_batch(rewards_chosen, rewards_rejected, margin=None, center_rew
 
 def log_of_sigmoid(rewards_chosen, rewards_rejected, margin=None, center_rewards_coefficient=None):
     """BUG: ``torch.log(torch.sigmoid(x))`` instead of ``F.logsigmoid(x)``: equal on paper, but in float32
-    sigmoid(x) underflows to 0 below x = -88.7 (-104 with subnormals), so a pair ranked wrong by a large
-    margin gives an infinite loss and NaN gradients, where the true loss is about -x."""
+    ``torch.sigmoid`` returns 0 below x = -88.7 (chapter 07 prints the sweep), so a pair ranked wrong by a
+    large margin gives an infinite loss, where the true loss is about -x."""
     delta = rewards_chosen - rewards_rejected - _margin(margin, rewards_chosen)
     loss = -torch.log(torch.sigmoid(delta)).mean()
     return _center(loss, rewards_chosen, rewards_rejected, center_rewards_coefficient)
@@ -73,8 +73,8 @@ def log_of_sigmoid(rewards_chosen, rewards_rejected, margin=None, center_rewards
 def seed_margin_broadcast(rewards_chosen, rewards_rejected, margin=None, center_rewards_coefficient=None):
     """BUG (seed 000, earlier TRL): ``rewards_chosen - rewards_rejected - inputs["margin"]`` with the model's
     ``[batch, 1]`` rewards and the collator's ``[batch]`` margin broadcasts to ``[batch, batch]``: every pair is
-    scored against every pair's margin, and the mean mixes them.  Exact for batch 1, or for ``[batch]``
-    rewards (as current TRL squeezes them)."""
+    scored against every pair's margin, and the mean mixes them.  Exact for batch 1, for a margin equal for
+    every pair, and for ``[batch]`` rewards (current TRL squeezes them); wrong when margins differ in a batch."""
     if margin is None:
         return pairwise_reward_loss(rewards_chosen, rewards_rejected, None, center_rewards_coefficient)
     margin = margin if torch.is_tensor(margin) else torch.tensor(float(margin))

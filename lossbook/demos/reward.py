@@ -2,10 +2,11 @@
 a tiny TRL ``RewardTrainer`` built offline.
 
 The synthetic task (nothing is downloaded): items are feature vectors x in R^8 with a hidden reward
-``latent_reward(x)``.  A pair (a, b) is labelled by a simulated annotator who prefers a with probability
-sigmoid(r*(a) - r*(b)) (the Bradley–Terry model itself), and says how strongly (a margin of 0, 1.5 or 3 from
-the gap it perceives, with noise), as preference data sets with strength ratings do (Llama 2).  Since the
-labels are noisy, no model can beat the Bayes-optimal accuracy of the latent reward itself.
+``latent_reward(x)``.  A pair (a, b) is labelled by a simulated annotator who perceives noisy utilities
+r*(x) + Gumbel noise and prefers the larger, so it prefers a with probability sigmoid(r*(a) - r*(b)) (the
+Bradley–Terry model itself), and says how strongly from the same perceived gap (a margin of 0, 1.5 or 3), as
+preference data sets with strength ratings do (Llama 2).  Since the labels are noisy, no model can beat the
+Bayes-optimal accuracy of the latent reward itself, in expectation.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ __all__ = [
 
 FEATURES = 8
 MARGIN_LEVELS = (0.0, 1.5, 3.0)  # "slightly better", "better", "much better"
-_MARGIN_EDGES = torch.tensor([1.0, 2.5])  # perceived gaps at which the annotator's rating steps up
+_MARGIN_EDGES = torch.tensor([1.0, 2.5])  # perceived utility gaps at which the annotator's rating steps up
 
 
 def latent_reward(x: torch.Tensor) -> torch.Tensor:
@@ -50,23 +51,31 @@ def latent_reward(x: torch.Tensor) -> torch.Tensor:
     return 2 * torch.sin(1.5 * x[:, 0]) + x[:, 1] * x[:, 2] + 0.8 * x[:, 3] - 0.5 * x[:, 4] ** 2
 
 
-def make_preference_pairs(n: int, *, generator: torch.Generator, perception_noise: float = 0.5) -> dict:
+def make_preference_pairs(n: int, *, generator: torch.Generator) -> dict:
     """``n`` labelled pairs: ``chosen``, ``rejected`` [n, 8], ``margin`` [n] and ``true_gap`` [n] = r*(c) - r*(r).
 
-    The label is drawn from Bradley–Terry on the latent reward, so ``true_gap`` is negative for the pairs the
-    annotator got "wrong"; the margin is the annotator's strength rating of the gap it perceives (true gap plus
-    Gaussian noise), 0 when it perceives none.
+    The simulated annotator of chapter 07, section 1: it perceives each item's utility as r*(x) plus standard
+    Gumbel noise, prefers the larger perceived utility (so the label is Bradley–Terry on r*, and ``true_gap`` is
+    negative for the pairs it got "wrong"), and rates how much better the chosen item seemed from the same
+    perceived gap: a margin of 0 below a perceived gap of 1, 1.5 below 2.5, 3 above.
     """
     a = torch.randn(n, FEATURES, generator=generator)  # [n, 8]
     b = torch.randn(n, FEATURES, generator=generator)  # [n, 8]
-    picks_a = torch.rand(n, generator=generator) < torch.sigmoid(latent_reward(a) - latent_reward(b))  # [n]
+    utility_a = latent_reward(a) + _gumbel(n, generator)  # [n]: what the annotator perceives
+    utility_b = latent_reward(b) + _gumbel(n, generator)  # [n]
+    picks_a = utility_a > utility_b  # [n]
     chosen = torch.where(picks_a[:, None], a, b)  # [n, 8]
     rejected = torch.where(picks_a[:, None], b, a)  # [n, 8]
+    perceived = (utility_a - utility_b).abs()  # [n]: the gap behind the choice, >= 0
+    margin = torch.tensor(MARGIN_LEVELS)[torch.bucketize(perceived, _MARGIN_EDGES)]  # [n]
     true_gap = latent_reward(chosen) - latent_reward(rejected)  # [n]
-    perceived = true_gap + perception_noise * torch.randn(n, generator=generator)  # [n]
-    level = torch.bucketize(perceived.clamp(min=0), _MARGIN_EDGES)  # [n] in {0, 1, 2}
-    margin = torch.tensor(MARGIN_LEVELS)[level]  # [n]
     return {"chosen": chosen, "rejected": rejected, "margin": margin, "true_gap": true_gap}
+
+
+def _gumbel(n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` standard Gumbel draws, -log(-log U)."""
+    u = torch.rand(n, generator=generator).clamp(1e-12, 1 - 1e-7)  # [n], away from 0 and 1
+    return -torch.log(-torch.log(u))
 
 
 def reward_model(hidden: int = 64) -> torch.nn.Module:

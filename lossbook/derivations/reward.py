@@ -52,7 +52,8 @@ def bradley_terry_from_gumbel(delta):
     """P(u_c > u_r) for utilities u = r + eps with i.i.d. standard Gumbel eps, as an explicit integral.
 
     P(r_c + e_c > r_r + e_r) = integral over e_r of pdf(e_r) * P(e_c > e_r - delta), delta = r_c - r_r.
-    Substituting t = exp(-e_r) (dt = -t de_r) turns it into integral_0^oo exp(-t (1 + exp(-delta))) dt.
+    Substituting t = exp(-e_r) (dt = -t de_r) turns it into integral_0^oo exp(-t) (1 - exp(-t exp(delta))) dt
+    = 1 - 1 / (1 + exp(delta)).
     Returns ``(integrand_in_e, integrand_in_t, value)``: the integrand over e_r, the substituted integrand over
     t > 0, and the value sympy integrates it to.  The chapter asserts ``value == sigmoid(delta)`` and that the
     substitution is exact (the two integrands agree under t = exp(-e)).
