@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -99,6 +100,19 @@ class Guard:
         assert not self.problems, f"{what}:\n  " + "\n  ".join(self.problems)
 
 
+def visit(page, url: str):
+    """Go to ``url`` and wait until the page's network is idle (no request for 500 ms), then return the response.
+
+    ``page.goto`` returns at the ``load`` event, when a font, the favicon or a script's late fetch may still be in
+    flight; going on to the next page would then abort them (``net::ERR_ABORTED``), which the guard rightly
+    records as failed requests.  Waiting for the network to settle removes that race without hiding a real
+    failure: a request that fails on its own still fails.
+    """
+    response = page.goto(url)
+    page.wait_for_load_state("networkidle")
+    return response
+
+
 @contextlib.contextmanager
 def launch():
     """A headless Debian Chromium (skips when it or playwright is missing)."""
@@ -116,10 +130,25 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _SlowHandler(_QuietHandler):
+    """Answers paths listed in ``slow`` only after ``delay`` seconds (for the browser checks' self-tests)."""
+
+    slow: tuple[str, ...] = ()
+    delay = 0.0
+
+    def do_GET(self):
+        if self.path.split("?")[0] in self.slow:
+            time.sleep(self.delay)
+        super().do_GET()
+
+
 @contextlib.contextmanager
-def serve(directory: Path):
-    """Serve a folder on 127.0.0.1 (a free port) in a thread; yields the base URL, ending in '/'."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
+def serve(directory: Path, slow: tuple[str, ...] = (), delay: float = 0.0):
+    """Serve a folder on 127.0.0.1 (a free port) in a thread; yields the base URL, ending in '/'.
+
+    ``slow`` paths (e.g. ``("/late.txt",)``) are answered after ``delay`` seconds."""
+    handler_class = type("Handler", (_SlowHandler,), {"slow": tuple(slow), "delay": delay})
+    handler = functools.partial(handler_class, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import nbformat
 import pytest
 import yaml
-from _browser import ARTIFACTS, PROSE_JS, RAW_TEX, Guard, serve
+from _browser import ARTIFACTS, PROSE_JS, RAW_TEX, Guard, serve, visit
 from conftest import require
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,14 +215,14 @@ def test_internal_links_resolve(built_book):
 
 def test_the_table_of_contents_lists_every_page_in_order_and_its_links_load(book_url, guarded):
     page, guard = guarded
-    page.goto(book_url)  # index.html redirects to the root page
+    visit(page, book_url)  # index.html redirects to the root page
     page.wait_for_selector("nav.bd-docs-nav a.reference")
     links = page.eval_on_selector_all("nav.bd-docs-nav a.reference", "els => els.map(a => a.href)")
     expected = [urljoin(book_url, f"{p}.html") for p in PAGES]
     assert [link.split("#")[0] for link in links] == expected
     for link in links:
         url, _, fragment = link.partition("#")
-        response = page.goto(url)
+        response = visit(page, url)  # waits for fonts and the favicon, so moving on aborts nothing
         assert response is not None and response.ok, link
         if fragment:
             assert page.locator(f"[id='{unquote(fragment)}']").count() == 1, link
@@ -302,3 +302,25 @@ def test_the_browser_checks_fail_on_cdn_requests_failed_loads_console_errors_and
     with pytest.raises(AssertionError):
         guard.assert_clean()
     assert [m for m in re.findall(RAW_TEX, prose)] == ["$-\\log p_y$", "\\("]
+
+
+def test_moving_on_before_the_network_settles_aborts_requests_and_visit_waits(browser, tmp_path):
+    """The cause of a once-flaky table-of-contents test: a request still in flight when the page is left is
+    aborted (net::ERR_ABORTED) and recorded as a failed request.  ``visit`` waits for the network to settle."""
+    (tmp_path / "late.txt").write_text("late")
+    (tmp_path / "first.html").write_text(
+        "<html><body><p>first</p><script>addEventListener('load', () => fetch('late.txt'))</script></body></html>")
+    (tmp_path / "second.html").write_text("<html><body><p>second</p></body></html>")
+    outcomes = {}
+    with serve(tmp_path, slow=("/late.txt",), delay=1.5) as url:
+        for name, go in (("goto", lambda page, u: page.goto(u)), ("visit", visit)):
+            context = browser.new_context()
+            guard = Guard(context)
+            page = context.new_page()
+            go(page, url + "first.html")
+            page.goto(url + "second.html")
+            page.wait_for_load_state("networkidle")
+            context.close()
+            outcomes[name] = list(guard.problems)
+    assert any("late.txt" in p and "ERR_ABORTED" in p for p in outcomes["goto"]), outcomes
+    assert outcomes["visit"] == [], outcomes
