@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up .venv with everything the book and its tests need. Safe to run again.
 #   PYTHON=python3.12 bash scripts/setup.sh   picks the interpreter for a new .venv
-# A torch already in .venv (your GPU build) is kept; otherwise torch==2.13.0 is installed.
+# A torch already in .venv (your GPU build) is kept; otherwise torch==2.13.0 is installed: PyPI's build (CUDA on
+# Linux, several GB), or with LOSSBOOK_TORCH=cpu PyTorch's CPU-only build.
 # Once set up, a later run installs nothing and needs no network until pyproject.toml or this file changes
 # (LOSSBOOK_SETUP_FORCE=1 reinstalls anyway).
 set -euo pipefail
@@ -11,9 +12,25 @@ if [ ! -x .venv/bin/python ]; then
     "${PYTHON:-python3}" -m venv .venv
 fi
 py=.venv/bin/python
+# Which torch: PyPI's torch for Linux is the CUDA build (about 18 nvidia packages, several GB). LOSSBOOK_TORCH=cpu
+# takes PyTorch's CPU-only wheels instead; LOSSBOOK_TORCH_INDEX_URL names any other wheel index.
+torch_spec="torch==${LOSSBOOK_TORCH_VERSION:-2.13.0}"
+torch_cmd=("$py" -m pip install --quiet "$torch_spec")
+case "${LOSSBOOK_TORCH:-}" in
+    "") ;;
+    cpu) torch_cmd+=(--index-url "${LOSSBOOK_TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}") ;;
+    *) echo "lossbook setup: LOSSBOOK_TORCH must be empty or 'cpu', got '${LOSSBOOK_TORCH}'" >&2; exit 2 ;;
+esac
+if [ -n "${LOSSBOOK_TORCH_INDEX_URL:-}" ] && [ -z "${LOSSBOOK_TORCH:-}" ]; then
+    torch_cmd+=(--index-url "$LOSSBOOK_TORCH_INDEX_URL")
+fi
+if [ -n "${LOSSBOOK_SETUP_PRINT_TORCH:-}" ]; then   # print the torch command and stop (the tests read it)
+    echo "${torch_cmd[*]}"
+    exit 0
+fi
 if ! "$py" -c "import torch" 2>/dev/null; then
-    echo "lossbook setup: installing torch==${LOSSBOOK_TORCH_VERSION:-2.13.0}"
-    "$py" -m pip install --quiet "torch==${LOSSBOOK_TORCH_VERSION:-2.13.0}"
+    echo "lossbook setup: installing $torch_spec${LOSSBOOK_TORCH:+ (${LOSSBOOK_TORCH} build)}"
+    "${torch_cmd[@]}"
 fi
 stamp=".venv/.lossbook-setup-$(cat pyproject.toml scripts/setup.sh | "$py" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')"
 if [ -f "$stamp" ] && [ -z "${LOSSBOOK_SETUP_FORCE:-}" ]; then

@@ -324,3 +324,39 @@ def test_moving_on_before_the_network_settles_aborts_requests_and_visit_waits(br
             outcomes[name] = list(guard.problems)
     assert any("late.txt" in p and "ERR_ABORTED" in p for p in outcomes["goto"]), outcomes
     assert outcomes["visit"] == [], outcomes
+
+
+def test_no_table_is_wider_than_the_reading_column(book_url, guarded):
+    """Every table of every page fits the article's width at a laptop's 1280 px (long cells wrap; a table that
+    cannot fit, such as an explorer's row of tokens, scrolls inside its own box), so no table runs past the
+    reading column."""
+    page, guard = guarded
+    too_wide = []
+    for name in PAGES:
+        visit(page, urljoin(book_url, f"{name}.html"))
+        too_wide += page.evaluate("""(name) => {
+          const article = document.querySelector('article');
+          const width = article.getBoundingClientRect().width;
+          // what the reader sees of a table: its own box, or the box of the nearest element that scrolls it
+          const visible = (t) => {
+            for (let e = t; e && e !== article; e = e.parentElement) {
+              if (['auto', 'scroll'].includes(getComputedStyle(e).overflowX)) return e.getBoundingClientRect();
+            }
+            return t.getBoundingClientRect();
+          };
+          const right = article.getBoundingClientRect().right + 1;
+          const tables = [...article.querySelectorAll('table')];
+          // prose tables (the README's chapter table, printed data frames) fit without sideways scrolling ...
+          const prose = tables.filter(t => !t.closest('.widget-html-content'))
+            .filter(t => t.getBoundingClientRect().right > right)
+            .map(t => `${name}: a table ${Math.round(t.getBoundingClientRect().width)} px wide`
+                      + ` in a ${Math.round(width)} px column (the reader must scroll it sideways)`);
+          // ... and an explorer's table scrolls inside its widget, never past the column
+          const widgets = tables.filter(t => t.closest('.widget-html-content'))
+            .filter(t => visible(t).right > right)
+            .map(t => `${name}: a widget's table runs ${Math.round(visible(t).width)} px past a`
+                      + ` ${Math.round(width)} px column`);
+          return prose.concat(widgets);
+        }""", name)
+    assert not too_wide, "\n".join(too_wide)
+    guard.assert_clean("the tables")

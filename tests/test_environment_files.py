@@ -1,7 +1,9 @@
 """environment.yml and pyproject.toml name the same packages; the README's commands exist."""
 
 import importlib.metadata as md
+import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -70,8 +72,12 @@ def test_python_versions_agree():
 
 def test_cpu_torch_brings_no_nvidia_packages():
     import torch
+    from conftest import STRICT
 
     if torch.version.cuda is not None:
+        if STRICT and not torch.cuda.is_available():  # CI has no GPU: a CUDA build there is a set-up mistake
+            pytest.fail(f"torch {torch.__version__} is a CUDA build on a machine without a GPU: set-up installed "
+                        "several GB of nvidia packages; LOSSBOOK_TORCH=cpu bash scripts/setup.sh takes the CPU build")
         pytest.skip("hardware: this torch is a CUDA build, which brings its own nvidia packages")
     nvidia = sorted(d.metadata["Name"] for d in md.distributions() if d.metadata["Name"].lower().startswith("nvidia"))
     assert nvidia == [], f"a CPU torch with CUDA packages installed: {nvidia}"
@@ -82,3 +88,31 @@ def test_readme_quick_start_commands_exist():
     for script in ("scripts/lab.sh", "scripts/test.sh"):
         assert f"bash {script}" in readme and (ROOT / script).exists()
     assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "-m pip install --quiet torch==2.13.0"),
+        ({"LOSSBOOK_TORCH": "cpu"}, "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"),
+        ({"LOSSBOOK_TORCH_INDEX_URL": "http://127.0.0.1:9/simple"}, "torch==2.13.0 --index-url http://127.0.0.1:9/simple"),
+        ({"LOSSBOOK_TORCH": "cpu", "LOSSBOOK_TORCH_VERSION": "2.9.1"}, "torch==2.9.1 --index-url"),
+    ],
+)
+def test_setup_takes_the_torch_build_the_reader_asks_for(env, expected):
+    """One variable, LOSSBOOK_TORCH=cpu, sends set-up to PyTorch's CPU-only wheels (a plain PyPI install is the
+    CUDA build on Linux); the command is printed, not run."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LOSSBOOK_TORCH")}
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh")], env=dict(clean, LOSSBOOK_SETUP_PRINT_TORCH="1",
+                         **env), capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert expected in run.stdout.strip(), run.stdout
+    if not env:
+        assert "--index-url" not in run.stdout
+
+
+def test_setup_refuses_an_unknown_torch_build():
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh")],
+                         env=dict(os.environ, LOSSBOOK_TORCH="cuda", LOSSBOOK_SETUP_PRINT_TORCH="1"),
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert run.returncode == 2 and "LOSSBOOK_TORCH must be empty or 'cpu'" in run.stderr
