@@ -2,7 +2,10 @@
 # Set up .venv with everything the book and its tests need. Safe to run again.
 #   PYTHON=python3.12 bash scripts/setup.sh   picks the interpreter for a new .venv
 # A torch already in .venv (your GPU build) is kept; otherwise torch==2.13.0 is installed.
-# Once set up, a later run installs nothing and needs no network until pyproject.toml or this file changes
+# laplace-torch and its torch-dependent requirements come from requirements-laplace.txt with --no-deps (that file
+# says why: resolving them would bring a CUDA torchvision/torch and nvidia packages).
+# Once set up, a later run installs nothing and needs no network until pyproject.toml, requirements-laplace.txt or
+# this file changes
 # (LOSSBOOK_SETUP_FORCE=1 reinstalls anyway).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,12 +18,14 @@ if ! "$py" -c "import torch" 2>/dev/null; then
     echo "lossbook setup: installing torch==${LOSSBOOK_TORCH_VERSION:-2.13.0}"
     "$py" -m pip install --quiet "torch==${LOSSBOOK_TORCH_VERSION:-2.13.0}"
 fi
-stamp=".venv/.lossbook-setup-$(cat pyproject.toml scripts/setup.sh | "$py" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')"
+stamp=".venv/.lossbook-setup-$(cat pyproject.toml requirements-laplace.txt scripts/setup.sh | "$py" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')"
 if [ -f "$stamp" ] && [ -z "${LOSSBOOK_SETUP_FORCE:-}" ]; then
     echo "lossbook setup: packages up to date"
 else
     echo "lossbook setup: installing lossbook with its notebook, upstream, test and book dependencies"
     "$py" -m pip install --quiet -e ".[upstream,test,book]"
+    echo "lossbook setup: installing laplace-torch with --no-deps (requirements-laplace.txt)"
+    "$py" -m pip install --quiet --no-deps -r requirements-laplace.txt
     rm -f .venv/.lossbook-setup-*
     touch "$stamp"
 fi
