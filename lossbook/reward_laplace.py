@@ -36,7 +36,7 @@ from torch import nn
 
 from ._checks import check_integer, check_tensor, shape_str
 
-__all__ = ["RewardLaplace"]
+__all__ = ["RewardLaplace", "predictive_variance"]
 
 _BIAS_MODES = ("exclude", "include")
 
@@ -209,7 +209,13 @@ class RewardLaplace:
         if bool(((y != 0) & (y != 1)).any()):
             raise ValueError(f"y must hold 0 or 1 (the preferred item of each pair), got values {y.unique().tolist()}")
         items = x_pairs.reshape(pairs * 2, *x_pairs.shape[2:])  # [2 * pairs, ...]
-        r, jac = self.rewards_and_jacobians(items)
+        try:
+            r, jac = self.rewards_and_jacobians(items)
+        except RuntimeError as err:  # the model's own error, e.g. a matmul of the wrong width
+            raise ValueError(
+                f"the model could not score the items of x_pairs {shape_str(x_pairs)}, read as [pairs, 2, ...]: "
+                f"{pairs * 2} items of shape {list(x_pairs.shape[2:])} ({err})"
+            ) from err
         r = r.to("cpu", torch.float64).reshape(pairs, 2)  # [pairs, 2]
         jac = jac.reshape(pairs, 2, -1)  # [pairs, 2, params]
         p1 = torch.sigmoid(r[:, 1] - r[:, 0])  # [pairs]  P(item 1 preferred)
@@ -296,9 +302,7 @@ class RewardLaplace:
                 "theta_MAP belong to the old ones; call fit() again"
             )
         mean, jac = self.rewards_and_jacobians(x)
-        chol = torch.linalg.cholesky(self.posterior_precision())  # [params, params]
-        v = torch.linalg.solve_triangular(chol, jac.T, upper=False)  # [params, batch]   L^-1 J^T
-        var = (v * v).sum(0)  # [batch]   J Sigma J^T
+        var = predictive_variance(jac, self.H, self._prior_precision)  # [batch]
         return mean, var.to(mean.device, mean.dtype)
 
     def predictive_std(self, x: torch.Tensor) -> torch.Tensor:
@@ -309,3 +313,12 @@ class RewardLaplace:
         state = "not fitted" if self.H is None else f"{self.n_data} pairs, P={self.n_params}"
         return f"RewardLaplace({state}, bias={self.bias!r}, prior_precision={float(self._prior_precision):.4g})"
 
+
+def predictive_variance(jac: torch.Tensor, H: torch.Tensor, prior_precision) -> torch.Tensor:
+    """``J Sigma J^T`` for each row of ``jac`` ``[batch, params]``, ``Sigma = (H + lambda I)^-1``: ``[batch]``.
+
+    Through the Cholesky factor L of ``H + lambda I``: ``J Sigma J^T = |L^-1 J^T|^2``, no inverse formed."""
+    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    chol = torch.linalg.cholesky(H + prior_precision * eye)  # [params, params]
+    v = torch.linalg.solve_triangular(chol, jac.T.to(H.dtype), upper=False)  # [params, batch]   L^-1 J^T
+    return (v * v).sum(0)  # [batch]

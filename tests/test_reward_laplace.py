@@ -283,6 +283,8 @@ def test_bad_inputs_get_clear_errors():
         la(x_test)
     with pytest.raises(ValueError, match=r"x_pairs must be \[pairs, 2, \.\.\.\].*\[60, 3\]"):
         la.fit(x[:, 0], y)
+    with pytest.raises(ValueError, match=r"could not score the items of x_pairs \[60, 2\].*120 items of shape \[\]"):
+        la.fit(x[:, :, 0], y)
     with pytest.raises(ValueError, match=r"y must be \[pairs\] = \[60\].*\[60, 1\]"):
         la.fit(x, y[:, None])
     with pytest.raises(TypeError, match="y must hold integer"):
