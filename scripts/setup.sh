@@ -24,6 +24,8 @@ if [ -f "$stamp" ] && [ -z "${LOSSBOOK_SETUP_FORCE:-}" ]; then
 else
     echo "lossbook setup: installing lossbook with its notebook, upstream, test and book dependencies"
     "$py" -m pip install --quiet -e ".[upstream,test,book]"
+    # pip may then report "laplace-torch 0.3 requires torchvision, which is not installed" on later installs:
+    # expected and harmless (laplace never imports torchvision; tests/test_laplace_install.py checks it)
     echo "lossbook setup: installing laplace-torch with --no-deps (requirements-laplace.txt)"
     "$py" -m pip install --quiet --no-deps -r requirements-laplace.txt
     rm -f .venv/.lossbook-setup-*

@@ -28,9 +28,11 @@ class UncertaintyExplorer(W.VBox):
         d = torch.as_tensor(direction, dtype=torch.float64)
         self.direction = d / d.norm()
         lam = float(la.prior_precision)
-        self.distance = W.FloatSlider(value=distance, min=0.0, max=max_distance, step=0.25, description="distance")
+        wide = {"description_width": "initial"}
+        self.distance = W.FloatSlider(value=distance, min=0.0, max=max_distance, step=0.25, description="distance",
+                                      style=wide)
         self.log_lambda = W.FloatSlider(value=round(torch.tensor(lam).log10().item(), 2), min=-2.0, max=3.0,
-                                        step=0.1, description="log10 lambda")
+                                        step=0.1, description="log10 lambda", style=wide)
         self.max_distance = max_distance
         self.html = W.HTML()
         for w in (self.distance, self.log_lambda):
@@ -97,13 +99,14 @@ class UncertaintyExplorer(W.VBox):
             f'<text x="{pad}" y="{h - 8}" font-size="11">distance 0</text>',
             f'<text x="{w - pad - 60}" y="{h - 8}" font-size="11">{self.max_distance:g}</text>',
             f'<text x="{pad}" y="14" font-size="11">reward: mean (blue), +-2 std (band)'
-            + (", true (red dashes)" if self.grid_truth is not None else "")
-            + (", training region (green)" if self.train_radius is not None else "") + "</text>",
+            + (", true (red dashes)" if self.grid_truth is not None else "") + "</text>",
+            (f'<text x="{pad}" y="26" font-size="11">shaded: where most training inputs lie</text>'
+             if self.train_radius is not None else ""),
             "</svg>",
         ]
         x = ", ".join(f"{v:+.2f}" for v in self.x)
         table = (
-            "<table style='font-family:monospace'>"
+            "<table style='font-family:monospace;border-spacing:10px 2px'>"
             f"<tr><td>x</td><td>({html.escape(x)})</td></tr>"
             f"<tr><td>lambda</td><td>{self.prior_precision:.4g}</td></tr>"
             f"<tr><td>mean</td><td>{self.mean:+.4f}</td></tr>"
