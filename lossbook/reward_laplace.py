@@ -54,7 +54,12 @@ class RewardLaplace:
     to ``[2 * pairs, ...]``), and is used in place, not copied: after it is trained further, ``fit`` again
     (``__call__`` refuses a model whose parameters changed since ``fit``). All the Laplace algebra is done in
     float64 on the CPU, whatever the model's dtype and device; ``mean`` and ``var`` come back in the model
-    output's dtype and device. ``bias``: ``"exclude"`` (default) or ``"include"``, see the module docstring.
+    output's dtype and device.
+
+    ``bias``: a bias in the head gets zero curvature (Bradley-Terry sees only r_1 - r_0, where it cancels), so in
+    the posterior it would keep its prior variance 1/lambda and add it to every prediction alike. ``"exclude"``
+    (default) holds the bias at its trained value, outside the posterior (the mean keeps it); ``"include"`` puts
+    it in the posterior, as laplace-torch does. With a bias-free head the two are the same.
     """
 
     def __init__(self, model: nn.Module, *, bias: str = "exclude", last_layer_name: str | None = None):
@@ -93,12 +98,15 @@ class RewardLaplace:
         for name, module in self.model.named_modules():
             if len(list(module.children())) == 0:
                 handles.append(module.register_forward_hook(lambda m, i, o, name=name: order.append(name)))
+        was_training = self.model.training
+        self.model.eval()  # as for every forward here: dropout off, batch norm on its running statistics
         try:
             with torch.no_grad():
                 self.model(x[:1])
         finally:
             for h in handles:
                 h.remove()
+            self.model.train(was_training)
         if not order:
             raise ValueError("the model ran no module in its forward pass; it needs an nn.Linear(hidden, 1) last")
         self.last_layer_name = order[-1]

@@ -326,6 +326,22 @@ class _Scaled(nn.Module):
         return 2 * self.inner(x)
 
 
+def test_dropout_and_batch_norm_models_are_evaluated_in_eval_mode_and_left_as_they_were():
+    torch.manual_seed(12)
+    model = nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 1)).double()
+    x = torch.randn(30, 2, 3, dtype=torch.float64)
+    y = torch.randint(0, 2, (30,))
+    model.train()
+    la = RewardLaplace(model).fit(x, y)
+    assert model.training
+    x_test = torch.randn(4, 3, dtype=torch.float64)
+    mean1, var1 = la(x_test)
+    mean2, var2 = la(x_test)  # deterministic: dropout is off during prediction
+    assert torch.equal(mean1, mean2) and torch.equal(var1, var2)
+    model.eval()
+    assert torch.allclose(mean1, model(x_test).reshape(-1).detach())
+
+
 def test_a_model_trained_after_fit_must_be_fitted_again():
     model, x, y, x_test = _trained(10)
     la = RewardLaplace(model).fit(x, y)
