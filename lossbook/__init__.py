@@ -14,6 +14,7 @@ from .loss_mapping import LOSS_MAPPING
 from .masked_lm import masked_lm_loss
 from .question_answering import question_answering_loss
 from .reward import pairwise_accuracy, pairwise_reward_loss, preference_probs
+from .reward_laplace import RewardLaplace
 from .sequence_classification import sequence_classification_loss
 from .show import show_source
 from .token_classification import token_classification_loss
@@ -38,6 +39,7 @@ __all__ = [
     "sequence_classification_loss",
     "token_classification_loss",
     "question_answering_loss",
+    "RewardLaplace",
     "LOSS_MAPPING",
     "pairwise_reward_loss",
     "preference_probs",

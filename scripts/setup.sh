@@ -3,7 +3,10 @@
 #   PYTHON=python3.12 bash scripts/setup.sh   picks the interpreter for a new .venv
 # A torch already in .venv (your GPU build) is kept; otherwise torch==2.13.0 is installed: PyPI's build (CUDA on
 # Linux, several GB), or with LOSSBOOK_TORCH=cpu PyTorch's CPU-only build.
-# Once set up, a later run installs nothing and needs no network until pyproject.toml or this file changes
+# laplace-torch and its torch-dependent requirements come from requirements-laplace.txt with --no-deps (that file
+# says why: resolving them would bring a CUDA torchvision/torch and nvidia packages).
+# Once set up, a later run installs nothing and needs no network until pyproject.toml, requirements-laplace.txt or
+# this file changes
 # (LOSSBOOK_SETUP_FORCE=1 reinstalls anyway).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,12 +35,16 @@ if ! "$py" -c "import torch" 2>/dev/null; then
     echo "lossbook setup: installing $torch_spec${LOSSBOOK_TORCH:+ (${LOSSBOOK_TORCH} build)}"
     "${torch_cmd[@]}"
 fi
-stamp=".venv/.lossbook-setup-$(cat pyproject.toml scripts/setup.sh | "$py" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')"
+stamp=".venv/.lossbook-setup-$(cat pyproject.toml requirements-laplace.txt scripts/setup.sh | "$py" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')"
 if [ -f "$stamp" ] && [ -z "${LOSSBOOK_SETUP_FORCE:-}" ]; then
     echo "lossbook setup: packages up to date"
 else
     echo "lossbook setup: installing lossbook with its notebook, upstream, test and book dependencies"
     "$py" -m pip install --quiet -e ".[upstream,test,book]"
+    # pip may then report "laplace-torch 0.3 requires torchvision, which is not installed" on later installs:
+    # expected and harmless (laplace never imports torchvision; tests/test_laplace_install.py checks it)
+    echo "lossbook setup: installing laplace-torch with --no-deps (requirements-laplace.txt)"
+    "$py" -m pip install --quiet --no-deps -r requirements-laplace.txt
     rm -f .venv/.lossbook-setup-*
     touch "$stamp"
 fi

@@ -21,12 +21,12 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "H
 STRICT = os.environ.get("LOSSBOOK_STRICT", "") not in ("", "0")
 
 
-def require(module: str, why: str):
+def require(module: str, why: str, install: str = "pip install -e '.[upstream]'"):
     """Import an optional module, or skip with a clear reason (a failure under LOSSBOOK_STRICT)."""
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        pytest.skip(f"{module} is not installed ({err}); {why}. Install it with: pip install -e '.[upstream]'")
+        pytest.skip(f"{module} is not installed ({err}); {why}. Install it with: {install}")
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +39,13 @@ def hf_loss_utils():
 def trl():
     """TRL, the upstream reference of the preference chapters (07 reward models, 09 DPO, 10 SPIN)."""
     return require("trl", "needed for parity with TRL")
+
+
+@pytest.fixture(scope="session")
+def laplace():
+    """laplace-torch, the upstream reference of chapter 08 (Bayesian reward models)."""
+    install = "bash scripts/setup.sh (pip install --no-deps -r requirements-laplace.txt; that file says why)"
+    return require("laplace", "needed for parity with laplace-torch", install)
 
 
 @pytest.hookimpl(hookwrapper=True)
