@@ -21,6 +21,7 @@ __all__ = [
     "token_classification",
     "question_answering",
     "reward",
+    "distributed",
 ]
 
 
@@ -52,4 +53,12 @@ def log_of_softmax(source, target, ignore_index=-100):
 
 
 # one module per later chapter; imported last, so they can build on the names above
-from . import causal_lm, masked_lm, question_answering, reward, sequence_classification, token_classification  # noqa: E402
+from . import (  # noqa: E402
+    causal_lm,
+    distributed,
+    masked_lm,
+    question_answering,
+    reward,
+    sequence_classification,
+    token_classification,
+)

@@ -3,6 +3,17 @@
 Kept apart from the losses so that a loss module holds the loss and nothing else.
 """
 
-from . import causal_lm, masked_lm, question_answering, reward, sequence_classification, token_classification
+from . import (
+    causal_lm,
+    distributed,
+    masked_lm,
+    question_answering,
+    reward,
+    sequence_classification,
+    token_classification,
+)
 
-__all__ = ["causal_lm", "masked_lm", "sequence_classification", "token_classification", "question_answering", "reward"]
+__all__ = [
+    "causal_lm", "masked_lm", "sequence_classification", "token_classification", "question_answering", "reward",
+    "distributed",
+]
