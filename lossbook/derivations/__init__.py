@@ -32,6 +32,7 @@ __all__ = [
     "token_classification",
     "question_answering",
     "reward",
+    "distributed",
 ]
 
 
@@ -108,4 +109,12 @@ def accumulated_shared_denominator(sums, counts) -> sp.Expr:
 
 
 # one module per later chapter; imported last, so they can build on the names above
-from . import causal_lm, masked_lm, question_answering, reward, sequence_classification, token_classification  # noqa: E402
+from . import (  # noqa: E402
+    causal_lm,
+    distributed,
+    masked_lm,
+    question_answering,
+    reward,
+    sequence_classification,
+    token_classification,
+)

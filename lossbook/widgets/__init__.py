@@ -27,6 +27,7 @@ __all__ = [
     "token_classification",
     "question_answering",
     "reward",
+    "distributed",
 ]
 
 def _bar(value: float, scale: float, color: str) -> str:
@@ -169,4 +170,12 @@ class ShapeTracer(W.VBox):
 
 
 # one module per later chapter; imported last, so they can build on the names above
-from . import causal_lm, masked_lm, question_answering, reward, sequence_classification, token_classification  # noqa: E402
+from . import (  # noqa: E402
+    causal_lm,
+    distributed,
+    masked_lm,
+    question_answering,
+    reward,
+    sequence_classification,
+    token_classification,
+)
