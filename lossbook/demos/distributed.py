@@ -39,6 +39,7 @@ __all__ = [
     "relative_error",
     "distributed_cases",
     "simulated_grad",
+    "transformers_data_parallel",
 ]
 
 # one place for the demo's sizes: the torchrun script, the reference and the tests read them
@@ -254,3 +255,79 @@ def simulated_grad(objective, steps_batch: int = 0, *, ranks: int = 2, micro_bat
     model.zero_grad(set_to_none=True)
     objective(model(input_ids), labels, ranks=ranks, micro_batches=micro_batches).backward()
     return flat_grad(model)
+
+
+class _UpstreamLM(torch.nn.Module):
+    """The tiny GPT with transformers' own causal-LM loss, called as a Trainer calls a model."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, labels, num_items_in_batch=None):
+        from transformers.loss.loss_utils import ForCausalLMLoss
+
+        logits = self.model(input_ids)  # [batch, seq, vocab]
+        return {"loss": ForCausalLMLoss(logits, labels, logits.shape[-1], num_items_in_batch=num_items_in_batch)}
+
+
+def _trainer_stub(world: int, gather, model):
+    """The attributes of a ``transformers.Trainer`` that ``_get_num_items_in_batch`` and ``compute_loss`` read.
+
+    ``average_tokens_across_devices=True`` (the default), one device per process, no tensor/context parallelism.
+    """
+    from types import SimpleNamespace
+
+    from transformers import Trainer
+
+    stub = SimpleNamespace(
+        args=SimpleNamespace(average_tokens_across_devices=True, world_size=world, n_gpu=1),
+        accelerator=SimpleNamespace(gather=gather, num_processes=world, parallelism_config=None,
+                                    unwrap_model=lambda m: m),
+        model=model, model_accepts_loss_kwargs=True, compute_loss_func=None, label_smoother=None,
+        _loss_shifts_labels=True, is_deepspeed_enabled=False,
+    )
+    for name in ("get_tp_size", "get_cp_size", "get_sp_size"):
+        setattr(stub, name, getattr(Trainer, name).__get__(stub))
+    return stub
+
+
+def transformers_data_parallel(step: int = 0, *, ranks: int = 2, micro_batches: int = 1,
+                               seed: int = CONFIG["seed"]) -> dict:
+    """transformers' own ``Trainer._get_num_items_in_batch`` and ``Trainer.compute_loss``, run for each rank.
+
+    The installed functions run unmodified on a stand-in ``self`` (``_trainer_stub``) for each of ``ranks``
+    simulated ranks, on the chapter's model and batch ``step``: each rank counts its micro-batches' targets,
+    the collective ``accelerator.gather`` is played by handing every rank the list of all ranks' counts
+    (which upstream sums), and ``compute_loss`` calls the model (whose loss is transformers' ``ForCausalLMLoss``
+    with ``num_items_in_batch``) and applies the world-size factor.  Returns ``{"local_counts", "num_items",
+    "rank_losses" (per rank, per micro-batch, detached), "grad" (the mean over ranks of the ranks' gradients,
+    as DDP averages them)}``.
+    """
+    from transformers import Trainer
+
+    model = build_model(seed)
+    upstream = _UpstreamLM(model)
+    input_ids, labels = uneven_batch(step, ranks=ranks, seed=seed)
+    from ..distributed import split_for_ranks
+
+    xs, ys = split_for_ranks(input_ids, ranks, micro_batches), split_for_ranks(labels, ranks, micro_batches)
+    batches = [[{"input_ids": x, "labels": y} for x, y in zip(xr, yr)] for xr, yr in zip(xs, ys)]
+    alone = _trainer_stub(1, None, upstream)  # world_size 1: no gather, the local count
+    local = [Trainer._get_num_items_in_batch(alone, b, torch.device("cpu")) for b in batches]
+    everyone = torch.stack([c.reshape(()) for c in local])  # what accelerator.gather returns on every rank
+    grads, rank_losses, num_items = [], [], []
+    for r in range(ranks):
+        stub = _trainer_stub(ranks, lambda t: everyone, upstream)
+        n = Trainer._get_num_items_in_batch(stub, batches[r], torch.device("cpu"))
+        num_items.append(int(n))
+        model.zero_grad(set_to_none=True)
+        losses = []
+        for inputs in batches[r]:
+            loss = Trainer.compute_loss(stub, upstream, dict(inputs), num_items_in_batch=n)
+            loss.backward()  # micro-batches accumulate, as in Trainer.training_step
+            losses.append(float(loss.detach()))
+        rank_losses.append(losses)
+        grads.append(flat_grad(model))
+    return {"local_counts": [int(c) for c in local], "num_items": num_items, "rank_losses": rank_losses,
+            "grad": sum(grads) / ranks}
