@@ -107,17 +107,19 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def full_batch_run(steps: int = 1, *, seed: int = CONFIG["seed"], lr: float = CONFIG["lr"], ranks: int = 2,
-                   eval_every: int = 0, device: torch.device | str = "cpu") -> dict:
+                   eval_every: int = 0, device: torch.device | str = "cpu", progress: bool = False) -> dict:
     """The single-process reference: the same model and batches, the loss of the *whole* global batch.
 
     Returns ``{"grad0": gradient of step 0, "losses": [loss per step], "heldout": [(step, nll)], "params":
-    the parameters after the last step}``, the fields the torchrun script writes.
+    the parameters after the last step}``, the fields the torchrun script writes.  ``progress``: a tqdm bar.
     """
+    from tqdm.auto import tqdm
+
     model = build_model(seed, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     out = {"losses": [], "heldout": []}
     held = heldout_windows()
-    for step in range(steps):
+    for step in tqdm(range(steps), desc="one process, full batch", disable=not progress, mininterval=0.5):
         input_ids, labels = (t.to(device) for t in uneven_batch(step, ranks=ranks, seed=seed))
         optimizer.zero_grad(set_to_none=True)
         loss = causal_lm_loss(model(input_ids), labels)  # [] mean over every target of the global batch

@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import datetime
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -42,6 +43,12 @@ from .causal_lm import mean_nll
 __all__ = ["MODES", "data_parallel_step", "context_parallel_step", "run_mode", "main"]
 
 MODES = ("global_count", "per_rank_mean", "no_world_size_factor", "all_reduced_loss", "cp", "cp_local")
+
+
+def _say(line: str) -> None:
+    """One line on stdout in one write: the ranks share torchrun's stdout, and one short write is not split."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def data_parallel_step(model, input_ids, labels, *, mode: str, micro_batches: int, world: int, device):
@@ -74,7 +81,7 @@ def data_parallel_step(model, input_ids, labels, *, mode: str, micro_batches: in
                     loss = loss / world  # ... but it sees this
                     loss.backward()
                 if caught and dist.get_rank() == 0 and j == 0:
-                    print(f"[rank 0] torch warned: {str(caught[0].message)[:120]}...", flush=True)
+                    _say(f"[rank 0] torch warned: {str(caught[0].message)[:120]}...")
             else:
                 raise ValueError(f"mode must be one of {MODES[:4]} here, got {mode!r}")
             if mode != "all_reduced_loss":
@@ -134,8 +141,10 @@ def run_mode(mode: str, steps: int, args, rank: int, world: int, local_rank: int
         local, total, logged = counts
         if step == 0:
             record["grad0"] = demo.flat_grad(model)
-            print(f"[rank {rank}] {backend}, world {world}, {mode}: local targets {local}, "
-                  f"global num_items_in_batch {total}, global loss {logged:.4f}", flush=True)
+            _say(f"[rank {rank}] {backend}, world {world}, {mode}: local targets {local}, "
+                 f"global num_items_in_batch {total}, global loss {logged:.4f}")
+        if rank == 0 and steps > 1 and (step + 1) % 100 == 0:
+            _say(f"[rank 0] {mode}: step {step + 1}/{steps}, global loss {logged:.4f}")  # progress
         record["losses"].append(logged)
         record["local_counts"].append(local)
         record["global_counts"].append(total)
@@ -144,7 +153,7 @@ def run_mode(mode: str, steps: int, args, rank: int, world: int, local_rank: int
             record["heldout"].append((step + 1, mean_nll(model, *held)))
     record["params"] = demo.flat_params(model)
     if steps > 1:
-        print(f"[rank {rank}] {mode}: {steps} steps, last global loss {record['losses'][-1]:.4f}", flush=True)
+        _say(f"[rank {rank}] {mode}: {steps} steps, last global loss {record['losses'][-1]:.4f}")
     del ddp
     return record
 
