@@ -3,13 +3,13 @@
     python -m torch.distributed.run --nproc_per_node=2 \
         -m lossbook.demos.distributed_run --modes global_count,per_rank_mean --out DIR
 
-gloo on the CPU, NCCL when CUDA is available (``--backend`` overrides).  Every rank builds the same global
-batch (``lossbook.demos.distributed.uneven_batch``, uneven token counts per rank) and keeps its rows, wraps the
-model in ``DistributedDataParallel`` (which averages the gradients of the ranks), runs ``--steps`` AdamW steps
-and writes ``DIR/rank{r}.pt`` (one record per mode of ``--modes``): the gradient of step 0 after DDP's
-all-reduce, the global loss of every step (the sum of the ranks' summed token losses over the global count,
-the same number in every mode), the local and global counts, held-out NLLs and the final parameters.
-The modes:
+gloo on the CPU, NCCL when CUDA has a GPU for every local rank (``--backend`` overrides).  Every rank builds
+the same global batch (``lossbook.demos.distributed.uneven_batch``, uneven token counts per rank) and keeps its
+rows, wraps the model in ``DistributedDataParallel`` (which averages the gradients of the ranks), runs
+``--steps`` AdamW steps and writes ``DIR/rank{r}.pt``, one record per mode of ``--modes``: the gradient of
+step 0 after DDP's all-reduce, the global loss of every step (the sum of the ranks' summed token losses over
+the global count, the same number in every mode), the local and global counts, held-out NLLs and the final
+parameters.  The modes:
 
 * ``global_count`` (the fix, transformers' ``average_tokens_across_devices``): all-reduce the count, each
   rank backprops ``world_size * S_r / N``.
@@ -174,7 +174,9 @@ def main(argv=None) -> None:
         parser.error(f"unknown mode(s) {unknown}; choose from {MODES}")
 
     torch.set_num_threads(1)
-    use_cuda = torch.cuda.is_available() and os.environ.get("LOSSBOOK_DEVICE", "") != "cpu"
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    use_cuda = (torch.cuda.is_available() and os.environ.get("LOSSBOOK_DEVICE", "") != "cpu"
+                and torch.cuda.device_count() >= local_world)  # NCCL wants one GPU per rank
     backend = args.backend or ("nccl" if use_cuda else "gloo")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device(f"cuda:{local_rank}") if backend == "nccl" else torch.device("cpu")
