@@ -6,7 +6,20 @@ One import gives a chapter everything it uses::
     from lossbook import fixed_cross_entropy, pick_device, seed_everything
 """
 
-from . import accumulation, bugzoo, checks, data, demos, derivations, models, numerics, plotting, train, widgets
+from . import (
+    accumulation,
+    bugzoo,
+    checks,
+    data,
+    demos,
+    derivations,
+    distributed,
+    models,
+    numerics,
+    plotting,
+    train,
+    widgets,
+)
 from .causal_lm import causal_lm_loss
 from .cross_entropy import fixed_cross_entropy
 from .device import pick_device, seed_everything
@@ -28,6 +41,7 @@ __all__ = [
     "data",
     "demos",
     "derivations",
+    "distributed",
     "models",
     "numerics",
     "plotting",

@@ -22,6 +22,7 @@ __all__ = [
     "question_answering",
     "reward",
     "reward_laplace",
+    "distributed",
 ]
 
 
@@ -55,6 +56,7 @@ def log_of_softmax(source, target, ignore_index=-100):
 # one module per later chapter; imported last, so they can build on the names above
 from . import (  # noqa: E402
     causal_lm,
+    distributed,
     masked_lm,
     question_answering,
     reward,

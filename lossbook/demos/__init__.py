@@ -5,6 +5,7 @@ Kept apart from the losses so that a loss module holds the loss and nothing else
 
 from . import (
     causal_lm,
+    distributed,
     masked_lm,
     question_answering,
     reward,
@@ -21,4 +22,5 @@ __all__ = [
     "question_answering",
     "reward",
     "reward_laplace",
+    "distributed",
 ]

@@ -33,6 +33,7 @@ __all__ = [
     "question_answering",
     "reward",
     "reward_laplace",
+    "distributed",
 ]
 
 
@@ -111,6 +112,7 @@ def accumulated_shared_denominator(sums, counts) -> sp.Expr:
 # one module per later chapter; imported last, so they can build on the names above
 from . import (  # noqa: E402
     causal_lm,
+    distributed,
     masked_lm,
     question_answering,
     reward,

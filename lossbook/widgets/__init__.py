@@ -28,6 +28,7 @@ __all__ = [
     "question_answering",
     "reward",
     "reward_laplace",
+    "distributed",
 ]
 
 def _bar(value: float, scale: float, color: str) -> str:
@@ -172,6 +173,7 @@ class ShapeTracer(W.VBox):
 # one module per later chapter; imported last, so they can build on the names above
 from . import (  # noqa: E402
     causal_lm,
+    distributed,
     masked_lm,
     question_answering,
     reward,
