@@ -27,7 +27,7 @@ __all__ = [
     "MARGIN_LEVELS",
     "latent_reward",
     "make_preference_pairs",
-    "reward_model",
+    "make_reward_model",
     "fit_reward_model",
     "bayes_accuracy",
     "random_order",
@@ -78,7 +78,7 @@ def _gumbel(n: int, generator: torch.Generator) -> torch.Tensor:
     return -torch.log(-torch.log(u))
 
 
-def reward_model(hidden: int = 64) -> torch.nn.Module:
+def make_reward_model(hidden: int = 64) -> torch.nn.Module:
     """An MLP reward model: Float[Tensor, "n 8"] -> Float[Tensor, "n 1"] (one reward per item, as
     ``AutoModelForSequenceClassification`` with ``num_labels=1``); ``hidden=0`` gives a linear reward model."""
     return torch.nn.Linear(FEATURES, 1) if hidden == 0 else MLP(FEATURES, hidden, 1, depth=2)
@@ -87,14 +87,14 @@ def reward_model(hidden: int = 64) -> torch.nn.Module:
 def fit_reward_model(loss_fn, train_pairs: dict, val_pairs: dict, *, seed: int, steps: int = 1500,
                      batch: int = 128, lr: float = 2e-3, eval_every: int = 100, hidden: int = 64, device=None,
                      desc: str = "reward"):
-    """Train a fresh :func:`reward_model` with ``loss_fn(r_c, r_r, margin)`` on ``train_pairs``.
+    """Train a fresh :func:`make_reward_model` with ``loss_fn(r_c, r_r, margin)`` on ``train_pairs``.
 
-    ``hidden`` as :func:`reward_model`.  Every ``eval_every`` steps it logs the validation accuracy and the mean
+    ``hidden`` as :func:`make_reward_model`.  Every ``eval_every`` steps it logs the validation accuracy and the mean
     validation reward, and keeps the weights of the best validation accuracy (model selection on the validation
     split; the test split is never looked at).  Returns ``(model, history)`` with the best weights loaded.
     """
     torch.manual_seed(seed)
-    model = reward_model(hidden)
+    model = make_reward_model(hidden)
     sampler = torch.Generator().manual_seed(seed + 1)
     n = len(train_pairs["margin"])
     best = {"accuracy": -1.0, "state": None}
