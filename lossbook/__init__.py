@@ -10,6 +10,7 @@ from . import accumulation, bugzoo, checks, data, demos, derivations, models, nu
 from .causal_lm import causal_lm_loss
 from .cross_entropy import fixed_cross_entropy
 from .device import pick_device, seed_everything
+from .dpo import dpo_loss, sequence_logps
 from .loss_mapping import LOSS_MAPPING
 from .masked_lm import masked_lm_loss
 from .question_answering import question_answering_loss
@@ -38,6 +39,8 @@ __all__ = [
     "token_classification_loss",
     "question_answering_loss",
     "LOSS_MAPPING",
+    "sequence_logps",
+    "dpo_loss",
     "pick_device",
     "seed_everything",
     "show_source",

@@ -3,6 +3,6 @@
 Kept apart from the losses so that a loss module holds the loss and nothing else.
 """
 
-from . import causal_lm, masked_lm, question_answering, sequence_classification, token_classification
+from . import causal_lm, dpo, masked_lm, question_answering, sequence_classification, token_classification
 
-__all__ = ["causal_lm", "masked_lm", "sequence_classification", "token_classification", "question_answering"]
+__all__ = ["causal_lm", "masked_lm", "sequence_classification", "token_classification", "question_answering", "dpo"]

@@ -31,6 +31,7 @@ __all__ = [
     "sequence_classification",
     "token_classification",
     "question_answering",
+    "dpo",
 ]
 
 
@@ -107,4 +108,11 @@ def accumulated_shared_denominator(sums, counts) -> sp.Expr:
 
 
 # one module per later chapter; imported last, so they can build on the names above
-from . import causal_lm, masked_lm, question_answering, sequence_classification, token_classification  # noqa: E402
+from . import (  # noqa: E402
+    causal_lm,
+    dpo,  # noqa: E402
+    masked_lm,
+    question_answering,
+    sequence_classification,
+    token_classification,
+)

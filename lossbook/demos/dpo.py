@@ -1,0 +1,297 @@
+"""Demo material of chapter 09 (DPO): TRL conformance harness, the DPO pipeline on tiny models, preference data.
+
+* ``trl_conformance``: a real ``trl.DPOTrainer`` per loss type, built offline on a tiny Llama and a character
+  tokenizer made here (nothing downloaded), its ``compute_loss`` against ``dpo_loss`` on log-probs computed
+  independently from plain forwards.
+* ``pair_batch`` / ``dpo_batch_loss``: the DPO pipeline on ``TinyTransformer`` pairs (the right way; the bug zoo
+  has the wrong ones), ``xtransformers_dpo``: seed 001's formula, optionally with its gather fixed.
+* ``PreferenceData`` and the training demo helpers: synthetic preference pairs whose chosen completion has a
+  property, sampling, KL to the reference, held-out metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import torch
+import torch.nn.functional as F
+
+from ..checks import CheckResult, _error
+from ..dpo import TRL_LOSS_TYPES, dpo_loss, sequence_logps
+
+__all__ = [
+    "CHARS",
+    "conformance_settings",
+    "tiny_llama",
+    "char_tokenizer",
+    "conformance_dataset",
+    "trl_conformance",
+    "dpo_batch_loss",
+    "xtransformers_dpo",
+    "check_dpo_step",
+    "tiny_pair_models",
+    "pair_logps",
+    "sequence_logps_cases",
+]
+
+CHARS = "abcdefghijklmnopqrstuvwxyz .,!?"
+
+#: The settings each loss type is compared under: label_smoothing / discopop_tau where the type reads them.
+conformance_settings = {
+    "exo_pair": {"label_smoothing": 0.1},
+    "robust": {"label_smoothing": 0.1},
+    "aot": {"label_smoothing": 0.1},
+    "aot_unpaired": {"label_smoothing": 0.1},
+    "discopop": {"discopop_tau": 0.5},
+}
+
+
+def _offline():
+    """Hugging Face offline switches, set before any HF library is imported (they are read at import)."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+        os.environ.setdefault(var, "1")
+
+
+def char_tokenizer():
+    """A character-level ``PreTrainedTokenizerFast`` built here: ``<pad>`` 0, ``<eos>`` 1, ``<unk>`` 2, then CHARS."""
+    _offline()
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(CHARS)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # one token per character
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+
+
+def tiny_llama(seed: int, vocab_size: int = len(CHARS) + 3):
+    """A 1-layer Llama-style causal LM (hidden 16), randomly initialised from ``seed``; float32, eval mode."""
+    _offline()
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                         pad_token_id=0, eos_token_id=1, bos_token_id=None, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # larger weights than the default init, so the log-ratios are far from 0
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(20.0)
+    return model.eval()
+
+
+def conformance_dataset():
+    """Pairs that tell the variants' conventions apart: an empty prompt (IPO's length count), a one-character
+    completion, unequal lengths, and equal-length pairs: the sorts of ``aot`` change the loss only when the
+    policy and the reference order the pairs differently, and length differences alone would make them agree."""
+    _offline()
+    from datasets import Dataset
+
+    return Dataset.from_dict({
+        "prompt": ["the cat ", "", "hey ", "a b", "sing a ", "so "],
+        "chosen": ["sat on the mat.", "yes!", "you", "c", "song", "big"],
+        "rejected": ["ran", "no, never.", "all", "d", "tune", "wet"],
+    })
+
+
+def trl_conformance(loss_types=TRL_LOSS_TYPES, *, beta: float = 0.5, grads: bool = True):
+    """For each loss type: a real ``DPOTrainer`` (offline, tiny Llama policy and a *different* reference) computes
+    its loss on one batch; lossbook computes ``dpo_loss(...).mean()`` from log-probs of plain forwards of copies
+    of the same two models.  Returns a list of dicts: loss_type, trl, lossbook, diff, grad_diff (max |grad|
+    difference over the policy's parameters; None when ``grads=False``), and the trainer's
+    ``rewards/chosen``, ``rewards/rejected`` metrics next to lossbook's means.
+
+    TRL gets deep copies of the models: it patches their ``forward`` (``add_fused_lm_head``).
+    """
+    _offline()
+    from trl import DPOConfig, DPOTrainer
+
+    tokenizer = char_tokenizer()
+    policy, reference = tiny_llama(1), tiny_llama(2)
+    dataset = conformance_dataset()
+    rows = []
+    for loss_type in loss_types:
+        settings = conformance_settings.get(loss_type, {})
+        args = DPOConfig(
+            output_dir="/tmp/lossbook-dpo-conformance", report_to=[], bf16=False, fp16=False, use_cpu=True,
+            loss_type=[loss_type], beta=beta, label_smoothing=settings.get("label_smoothing", 0.0),
+            discopop_tau=settings.get("discopop_tau", 0.05), per_device_train_batch_size=len(dataset),
+            disable_dropout=True, save_strategy="no", logging_strategy="no", seed=0,
+        )
+        trainer = DPOTrainer(model=copy.deepcopy(policy), ref_model=copy.deepcopy(reference), args=args,
+                             train_dataset=dataset, processing_class=tokenizer)
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(dataset))])
+        trainer.model.train()  # compute_loss logs under "train"; dropout is off
+        trl_loss = trainer.compute_loss(trainer.model, batch)
+        metrics = trainer._metrics["train"]
+
+        mine = copy.deepcopy(policy).train()
+        ids, attn, comp = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+        logps = sequence_logps(mine(input_ids=ids, attention_mask=attn).logits, ids, mask=comp)  # [2 * pairs]
+        with torch.no_grad():
+            ref_logps = sequence_logps(reference(input_ids=ids, attention_mask=attn).logits, ids, mask=comp)
+        chosen, rejected = logps.chunk(2)  # the batch is [chosen; rejected]
+        ref_chosen, ref_rejected = ref_logps.chunk(2)
+        kwargs = {}
+        if loss_type in ("ipo", "sigmoid_norm"):
+            kwargs = {"chosen_lengths": comp.chunk(2)[0].sum(-1), "rejected_lengths": comp.chunk(2)[1].sum(-1)}
+        elif loss_type == "sft":
+            kwargs = {"chosen_lengths": comp[:, 1:].chunk(2)[0].sum(-1)}
+        if "discopop_tau" in settings:
+            kwargs["discopop_tau"] = settings["discopop_tau"]
+        losses, r_w, r_l = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=beta, loss_type=loss_type,
+                                    label_smoothing=settings.get("label_smoothing", 0.0), **kwargs)
+        ours = losses.mean()
+        grad_diff = None
+        if grads:
+            trl_loss.backward()
+            ours.backward()
+            theirs = dict(trainer.model.named_parameters())
+            grad_diff = max(_error(p.grad, theirs[n].grad) for n, p in mine.named_parameters())
+        rows.append({
+            "loss_type": loss_type, "trl": trl_loss.item(), "lossbook": ours.item(),
+            "diff": abs(trl_loss.item() - ours.item()), "grad_diff": grad_diff,
+            "trl_rewards_chosen": metrics["rewards/chosen"][-1], "lossbook_rewards_chosen": float(r_w.mean()),
+            "trl_rewards_rejected": metrics["rewards/rejected"][-1], "lossbook_rewards_rejected": float(r_l.mean()),
+            "settings": settings,
+        })
+    return rows
+
+
+# ---------------------------------------------------------------- the DPO pipeline on TinyTransformer pairs
+
+
+def tiny_pair_models(seed: int = 0, vocab: int = 9, batch: int = 4, seq: int = 10):
+    """A policy, a *different* reference (both ``TinyTransformer(causal=True)``, d_model 16) and a batch of pairs.
+
+    The batch (a dict) holds ``chosen_ids`` and ``rejected_ids`` Long[batch, seq] (right-padded with 0, the
+    pad id; the two share a prompt of 1 to 3 tokens), ``prompt_mask`` Bool[batch, seq] (True on the prompt,
+    x-transformers' convention) and ``chosen_mask``, ``rejected_mask`` (1 on completion tokens: TRL's
+    ``completion_mask`` convention, the ``mask`` of ``sequence_logps``).
+    """
+    from ..models import TinyTransformer
+
+    torch.manual_seed(seed)
+    policy = TinyTransformer(vocab, d_model=16, n_heads=2, n_layers=1, max_len=seq).eval()
+    reference = TinyTransformer(vocab, d_model=16, n_heads=2, n_layers=1, max_len=seq).eval()
+    g = torch.Generator().manual_seed(seed)
+    prompt_len = torch.randint(1, 4, (batch,), generator=g)
+    pos = torch.arange(seq)[None]
+    prompt_mask = pos < prompt_len[:, None]  # [batch, seq]
+    out = {"prompt_mask": prompt_mask}
+    prompt = torch.randint(1, vocab, (batch, seq), generator=g)
+    for name in ("chosen", "rejected"):
+        ids = torch.randint(1, vocab, (batch, seq), generator=g)
+        ids = torch.where(prompt_mask, prompt, ids)  # the same prompt for both completions
+        length = prompt_len + torch.randint(1, seq - 3, (batch,), generator=g)  # [batch] prompt + completion
+        ids = ids.masked_fill(pos >= length[:, None], 0)  # right padding
+        out[f"{name}_ids"] = ids
+        out[f"{name}_mask"] = ((pos >= prompt_len[:, None]) & (pos < length[:, None])).long()
+    return policy, reference, out
+
+
+def pair_logps(model, batch: dict, *, concatenated: bool = True, average: bool = False):
+    """``(chosen, rejected)`` log-probs, Float[batch] each, of ``model`` on the batch's completions.
+
+    ``concatenated=True`` runs one forward on ``[chosen; rejected]`` (TRL's way, one pass through the weights);
+    ``False`` runs two.  Both sides are right-padded to a common length first.
+    """
+    ids_w, ids_l = batch["chosen_ids"], batch["rejected_ids"]
+    m_w, m_l = batch["chosen_mask"], batch["rejected_mask"]
+    if concatenated:
+        width = max(ids_w.shape[1], ids_l.shape[1])
+        ids = torch.cat([F.pad(ids_w, (0, width - ids_w.shape[1])), F.pad(ids_l, (0, width - ids_l.shape[1]))])
+        mask = torch.cat([F.pad(m_w, (0, width - m_w.shape[1])), F.pad(m_l, (0, width - m_l.shape[1]))])
+        logps = sequence_logps(model(ids), ids, mask, average=average)  # [2 * batch]
+        return logps.chunk(2)
+    return (sequence_logps(model(ids_w), ids_w, m_w, average=average),
+            sequence_logps(model(ids_l), ids_l, m_l, average=average))
+
+
+def dpo_batch_loss(policy, reference, batch: dict, beta: float = 0.1, loss_type: str = "sigmoid", *,
+                   concatenated: bool = True, average: bool = False, ref_logps=None, **kwargs):
+    """The DPO loss of a batch of pairs: policy log-probs with gradients, reference log-probs without.
+
+    ``ref_logps``: precomputed ``(ref_chosen, ref_rejected)`` (then ``reference`` may be None), as TRL's
+    ``precompute_ref_log_probs``.  ``ipo``/``sigmoid_norm`` lengths are filled in from the masks (TRL's
+    convention, the unshifted completion counts).  Returns ``(loss, chosen_rewards, rejected_rewards)``.
+    """
+    pw, pl = pair_logps(policy, batch, concatenated=concatenated, average=average)
+    if ref_logps is None:
+        with torch.no_grad():  # the reference is frozen: no graph, no gradient
+            ref_logps = pair_logps(reference, batch, concatenated=concatenated, average=average)
+    rw, rl = ref_logps
+    if loss_type in ("ipo", "sigmoid_norm"):
+        kwargs.setdefault("chosen_lengths", batch["chosen_mask"].sum(-1))
+        kwargs.setdefault("rejected_lengths", batch["rejected_mask"].sum(-1))
+    losses, r_w, r_l = dpo_loss(pw, pl, rw, rl, beta=beta, loss_type=loss_type, **kwargs)
+    return losses.mean(), r_w, r_l
+
+
+def xtransformers_dpo(policy, reference, preferred_seq, unpreferred_seq, prompt_mask, *, beta=0.1, pad_id=None,
+                      fix=False):
+    """Seed 001 (x-transformers ``DPO.forward``), transcribed; ``fix=True`` shifts the gather and the mask.
+
+    As written, ``log_softmax(logits).gather(-1, seq)`` scores token t with the logits of position t, which
+    predict token t + 1: the "log-prob" of each token is the model's probability that the *next* token
+    repeats it.  The fix scores ``seq[:, 1:]`` with ``logits[:, :-1]`` and drops the first mask column.
+    """
+    def log_prob(model, seq):
+        logits = model(seq)  # [batch, seq, vocab]
+        log_prob = logits.log_softmax(dim=-1)
+        if fix:
+            return log_prob[:, :-1].gather(-1, seq[:, 1:, None]).squeeze(-1)  # [batch, seq - 1]
+        return log_prob.gather(-1, seq[..., None]).squeeze(-1)  # [batch, seq]: the unshifted gather
+
+    def masked_mean(log_probs, mask):
+        if fix:
+            mask = mask[:, 1:]
+        log_probs = log_probs.masked_fill(~mask, 0.0)
+        return log_probs.sum(-1) / mask.sum(-1).clamp(min=1e-5)
+
+    mask_w = ~prompt_mask if pad_id is None else ~prompt_mask & (preferred_seq != pad_id)
+    mask_l = ~prompt_mask if pad_id is None else ~prompt_mask & (unpreferred_seq != pad_id)
+    with torch.no_grad():
+        ref_w, ref_l = masked_mean(log_prob(reference, preferred_seq), mask_w), masked_mean(
+            log_prob(reference, unpreferred_seq), mask_l)
+    pol_w, pol_l = masked_mean(log_prob(policy, preferred_seq), mask_w), masked_mean(
+        log_prob(policy, unpreferred_seq), mask_l)
+    return (-F.logsigmoid(beta * ((pol_w - pol_l) - (ref_w - ref_l)))).mean()
+
+
+def check_dpo_step(candidate, name: str | None = None, *, beta: float = 0.1, seeds=(0, 1, 2),
+                   atol: float = 1e-6) -> CheckResult:
+    """``candidate(policy, reference, batch, beta)`` -> scalar loss, against ``dpo_batch_loss`` (sigmoid):
+    the loss value, the policy's gradients, and the reference's gradients (which must stay zero)."""
+    value_err, grad_err = 0.0, 0.0
+    for seed in seeds:
+        policy, reference, batch = tiny_pair_models(seed)
+        results = []
+        for fn in (candidate, lambda p, r, b, beta: dpo_batch_loss(p, r, b, beta)[0]):
+            p, r = copy.deepcopy(policy), copy.deepcopy(reference)
+            loss = fn(p, r, batch, beta)
+            loss.backward()
+            grads = [q.grad if q.grad is not None else torch.zeros_like(q) for q in (*p.parameters(), *r.parameters())]
+            results.append((loss.detach(), torch.cat([gr.flatten() for gr in grads])))
+        value_err = max(value_err, _error(results[0][0], results[1][0]))
+        grad_err = max(grad_err, _error(results[0][1], results[1][1]))
+    return CheckResult(name or getattr(candidate, "__name__", "candidate"), value_err, grad_err, len(seeds), atol)
+
+
+def sequence_logps_cases(seed: int = 0, dtype: torch.dtype = torch.float32) -> list[dict]:
+    """Inputs for ``sequence_logps``-shaped functions: ``(logits, labels, mask)`` with a prompt, right padding
+    (labels -100), batch 1, a one-token completion, and logits near +-30."""
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for batch, seq, vocab, scale in [(3, 8, 7, 3.0), (1, 5, 11, 3.0), (2, 3, 5, 3.0), (4, 12, 13, 30.0)]:
+        logits = (scale * torch.randn(batch, seq, vocab, generator=g)).to(dtype)  # [batch, seq, vocab]
+        labels = torch.randint(1, vocab, (batch, seq), generator=g)  # [batch, seq]
+        prompt = torch.randint(1, max(2, seq // 2), (batch,), generator=g)
+        length = torch.clamp(prompt + 1 + torch.randint(0, seq, (batch,), generator=g), max=seq)
+        pos = torch.arange(seq)[None]
+        labels = labels.masked_fill(pos >= length[:, None], -100)  # padding
+        mask = ((pos >= prompt[:, None]) & (pos < length[:, None])).long()  # the completion
+        cases.append({"logits": logits, "labels": labels, "mask": mask})
+    return cases
