@@ -480,3 +480,60 @@ def test_derivation_gradient_weight_ipo_robust_cdpo():
     # the wrong claim, that cDPO is unbiased like rDPO, fails
     noisy_c = (1 - eps) * D.cdpo_loss(d, beta, eps) + eps * D.cdpo_loss(-d, beta, eps)
     assert sp.simplify(noisy_c - D.dpo_loss(d, 0, beta)) != 0
+
+
+# ---------------------------------------------------------------- bug zoo
+
+
+def test_bug_zoo_logps_each_fails_the_check_sequence_logps_passes():
+    from lossbook.bugzoo import dpo as zoo
+    from lossbook.checks import compare_losses
+    from lossbook.demos.dpo import sequence_logps_cases
+
+    cases = sequence_logps_cases()
+    assert compare_losses(sequence_logps, sequence_logps, cases).passed
+    for bug in (zoo.unshifted_gather, zoo.misaligned_mask, zoo.scores_the_prompt):
+        result = compare_losses(bug, sequence_logps, cases, atol=1e-4)
+        assert not result.passed, bug.__name__
+        assert result.value_error > 1e-2, bug.__name__
+
+
+def test_bug_zoo_steps_each_fail_the_check_the_pipeline_passes():
+    from lossbook.bugzoo import dpo as zoo
+    from lossbook.demos.dpo import check_dpo_step, dpo_batch_loss
+
+    assert check_dpo_step(lambda p, r, b, beta: dpo_batch_loss(p, r, b, beta)[0], "pipeline").passed
+    ref_grad = check_dpo_step(zoo.reference_receives_gradients)
+    assert not ref_grad.passed and ref_grad.value_error <= 1e-6 and ref_grad.grad_error > 1e-4
+    for bug in (zoo.sum_policy_mean_reference, zoo.beta_applied_twice):
+        result = check_dpo_step(bug)
+        assert not result.passed and result.value_error > 1e-3, bug.__name__
+
+
+# ---------------------------------------------------------------- widgets
+
+
+def test_variant_explorer_shows_lossbook_numbers():
+    from lossbook.widgets.dpo import LogpsTracer, VariantExplorer
+
+    ex = VariantExplorer(loss_type="sigmoid", beta=0.5, margin=1.0)
+    assert abs(ex.loss_at - float(-F.logsigmoid(torch.tensor(1.0)))) < 1e-6
+    assert abs(ex.weight_at - float(torch.sigmoid(torch.tensor(-1.0)))) < 1e-6
+    ex.loss_type.value = "ipo"
+    # IPO at margin m: h_w - h_l = m / beta; loss (m / beta - 1 / (2 beta))^2
+    assert abs(ex.loss_at - (1.0 / 0.5 - 1 / (2 * 0.5)) ** 2) < 1e-6
+    ex.loss_type.value = "sigmoid"
+    ex.label_smoothing.value = 0.2
+    assert ex.error is not None and "silently ignores" in ex.error and "refuses" in ex.html.value
+    ex.loss_type.value = "cdpo"
+    assert ex.error is None and ex.loss_at > float(-F.logsigmoid(torch.tensor(1.0)))
+    for t in LOSS_TYPES:
+        if t == "sft":
+            continue
+        ex.loss_type.value = t
+        ex.label_smoothing.value = 0.1 if t in SMOOTHING else 0.0
+        assert ex.error is None and math.isfinite(ex.loss_at), t
+    tr = LogpsTracer(prompt=2, completion=3, padding=1)
+    logits, labels, mask = tr.tensors()
+    assert tr.logp == float(sequence_logps(logits, labels, mask)[0])
+    assert abs(tr.logp - tr.unshifted) > 1e-3 and tr.steps[-1][1] == [1]

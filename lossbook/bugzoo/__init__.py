@@ -20,6 +20,7 @@ __all__ = [
     "sequence_classification",
     "token_classification",
     "question_answering",
+    "dpo",
 ]
 
 
@@ -51,4 +52,11 @@ def log_of_softmax(source, target, ignore_index=-100):
 
 
 # one module per later chapter; imported last, so they can build on the names above
-from . import causal_lm, masked_lm, question_answering, sequence_classification, token_classification  # noqa: E402
+from . import (  # noqa: E402
+    causal_lm,
+    dpo,  # noqa: E402
+    masked_lm,
+    question_answering,
+    sequence_classification,
+    token_classification,
+)

@@ -26,6 +26,7 @@ __all__ = [
     "sequence_classification",
     "token_classification",
     "question_answering",
+    "dpo",
 ]
 
 def _bar(value: float, scale: float, color: str) -> str:
@@ -168,4 +169,11 @@ class ShapeTracer(W.VBox):
 
 
 # one module per later chapter; imported last, so they can build on the names above
-from . import causal_lm, masked_lm, question_answering, sequence_classification, token_classification  # noqa: E402
+from . import (  # noqa: E402
+    causal_lm,
+    dpo,  # noqa: E402
+    masked_lm,
+    question_answering,
+    sequence_classification,
+    token_classification,
+)
