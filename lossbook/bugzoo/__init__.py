@@ -52,11 +52,4 @@ def log_of_softmax(source, target, ignore_index=-100):
 
 
 # one module per later chapter; imported last, so they can build on the names above
-from . import (  # noqa: E402
-    causal_lm,
-    dpo,  # noqa: E402
-    masked_lm,
-    question_answering,
-    sequence_classification,
-    token_classification,
-)
+from . import causal_lm, dpo, masked_lm, question_answering, sequence_classification, token_classification  # noqa: E402

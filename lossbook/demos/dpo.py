@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from .._checks import check_integer, check_rank
 from ..checks import CheckResult, _error
 from ..dpo import TRL_LOSS_TYPES, dpo_loss, sequence_logps
 
@@ -33,6 +35,14 @@ __all__ = [
     "tiny_pair_models",
     "pair_logps",
     "sequence_logps_cases",
+    "pretrain_lm",
+    "sample",
+    "PreferenceData",
+    "has_property",
+    "make_preferences",
+    "preference_metrics",
+    "train_dpo",
+    "likelihood_baseline",
 ]
 
 CHARS = "abcdefghijklmnopqrstuvwxyz .,!?"
@@ -295,3 +305,207 @@ def sequence_logps_cases(seed: int = 0, dtype: torch.dtype = torch.float32) -> l
         mask = ((pos >= prompt[:, None]) & (pos < length[:, None])).long()  # the completion
         cases.append({"logits": logits, "labels": labels, "mask": mask})
     return cases
+
+
+# ---------------------------------------------------------------- the training demo
+
+
+def pretrain_lm(steps: int = 300, seed: int = 0, device=None, progress: bool = True):
+    """Chapter 02's tiny GPT (``TinyTransformer``, d_model 64, 2 layers) trained on the shipped rhymes.
+
+    Returns ``(model, data)`` with ``data`` a ``lossbook.demos.causal_lm.RhymeData``.
+    """
+    from ..causal_lm import causal_lm_loss
+    from ..device import seed_everything
+    from ..models import TinyTransformer
+    from ..text import random_windows
+    from ..train import train
+    from .causal_lm import load_rhymes
+
+    data = load_rhymes()
+    gen = seed_everything(seed)
+    model = TinyTransformer(data.tokenizer.vocab_size, d_model=64, n_heads=4, n_layers=2, max_len=64, dropout=0.1)
+    train(model, lambda m, x: causal_lm_loss(m(x), x), lambda step: (random_windows(data.train_ids, 32, 64, gen),),
+          steps=steps, lr=3e-3, weight_decay=0.1, device=device, progress=progress, desc="pre-training")
+    return model.eval(), data
+
+
+@torch.no_grad()
+def sample(model, prompts: torch.Tensor, new_tokens: int, temperature: float = 1.0,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """``new_tokens`` sampled after each row of ``prompts`` Long[batch, prompt], all rows at once.
+
+    Returns Long[batch, prompt + new_tokens]; sampling draws on the CPU ``generator``, so it is reproducible
+    on any device.
+    """
+    check_integer("prompts", prompts, "token ids")
+    check_rank("prompts", prompts, (2,), "[batch, prompt]")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ids = prompts.to(device)
+    for _ in range(new_tokens):
+        logits = model(ids[:, -model.max_len :])[:, -1].float().cpu()  # [batch, vocab]
+        nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)  # [batch, 1]
+        ids = torch.cat([ids, nxt.to(device)], dim=1)
+    model.train(was_training)
+    return ids.cpu()
+
+
+@dataclass
+class PreferenceData:
+    """Synthetic preference pairs on the rhymes: a prompt (the start of a line), two sampled completions, the
+    chosen one has ``has_property`` and the rejected one does not.  Splits by prompt: train / val / test."""
+
+    prompt_len: int
+    completion_len: int
+    train: dict  # each split: chosen_ids, rejected_ids, chosen_mask, rejected_mask, prompts
+    val: dict
+    test: dict
+
+
+def has_property(text: str, word: str = "the") -> bool:
+    """The property the preference rewards: the completion contains ``word``."""
+    return word in text
+
+
+def _line_prompts(text: str, tokenizer, prompt_len: int) -> list[torch.Tensor]:
+    lines = [ln for ln in text.splitlines() if len(ln) >= prompt_len]
+    starts = sorted({ln[:prompt_len] for ln in lines})
+    return [tokenizer.encode(s) for s in starts]
+
+
+def make_preferences(model, data, *, prompt_len: int = 6, completion_len: int = 16, samples: int = 16,
+                     word: str = "the", seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2):
+    """Sample ``samples`` completions per line-start prompt from ``model`` (the reference) and pair one with the
+    property against one without, for every prompt where both occur.  Prompts from the training rhymes are
+    split into train / val; prompts from the held-out rhymes form the test split (never seen in pre-training).
+    Returns ``(PreferenceData, stats)``, stats holding the reference's rate of the property per split.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    tok = data.tokenizer
+    train_prompts = _line_prompts(data.train_text, tok, prompt_len)
+    test_prompts = _line_prompts(data.heldout_text, tok, prompt_len)
+    order = torch.randperm(len(train_prompts), generator=gen).tolist()
+    n_val = int(len(order) * val_fraction / (1 - test_fraction))
+    splits = {"val": [train_prompts[i] for i in order[:n_val]], "train": [train_prompts[i] for i in order[n_val:]],
+              "test": test_prompts}
+    out, stats = {}, {}
+    for name, prompts in splits.items():
+        p = torch.stack(prompts)  # [prompts, prompt_len]
+        full = sample(model, p.repeat_interleave(samples, 0), completion_len, generator=gen)  # [prompts*samples, T]
+        texts = [tok.decode(row[prompt_len:], specials=False) for row in full]
+        flags = torch.tensor([has_property(t, word) for t in texts]).view(len(prompts), samples)
+        stats[name] = float(flags.float().mean())
+        chosen, rejected, kept = [], [], []
+        full = full.view(len(prompts), samples, -1)
+        for i in range(len(prompts)):
+            yes, no = flags[i].nonzero().flatten(), (~flags[i]).nonzero().flatten()
+            if len(yes) and len(no):
+                chosen.append(full[i, int(yes[0])])
+                rejected.append(full[i, int(no[0])])
+                kept.append(i)
+        mask = torch.zeros(len(kept), prompt_len + completion_len, dtype=torch.long)
+        mask[:, prompt_len:] = 1
+        out[name] = {"chosen_ids": torch.stack(chosen), "rejected_ids": torch.stack(rejected),
+                     "chosen_mask": mask, "rejected_mask": mask.clone(), "prompts": p}
+    return PreferenceData(prompt_len, completion_len, out["train"], out["val"], out["test"]), stats
+
+
+def _pair_logps_with(model, batch, gather: str):
+    if gather == "shifted":
+        return pair_logps(model, batch)
+    from ..bugzoo.dpo import unshifted_gather  # seed 001's mistake, trained on purpose
+
+    ids = torch.cat([batch["chosen_ids"], batch["rejected_ids"]])
+    mask = torch.cat([batch["chosen_mask"], batch["rejected_mask"]])
+    return unshifted_gather(model(ids), ids, mask).chunk(2)
+
+
+@torch.no_grad()
+def preference_metrics(policy, reference, split: dict, *, beta: float, word: str, tokenizer, prompt_len: int,
+                       completion_len: int, samples: int = 4, seed: int = 0) -> dict:
+    """Held-out metrics of a policy: preference accuracy (implicit reward chosen > rejected, from correct
+    log-probs), the mean implicit rewards of chosen and rejected, the rate of the property in fresh samples,
+    and the KL(policy || reference) of those samples (mean of log pi - log pi_ref over the completion)."""
+    device = next(policy.parameters()).device
+    batch = {k: v.to(device) for k, v in split.items() if k != "prompts"}
+    pw, pl = pair_logps(policy, batch)
+    rw, rl = pair_logps(reference, batch)
+    r_w, r_l = beta * (pw - rw), beta * (pl - rl)
+    gen = torch.Generator().manual_seed(seed)
+    full = sample(policy, split["prompts"].repeat_interleave(samples, 0), completion_len, generator=gen)
+    texts = [tokenizer.decode(row[prompt_len:], specials=False) for row in full]
+    mask = torch.zeros_like(full)
+    mask[:, prompt_len:] = 1
+    full, mask = full.to(device), mask.to(device)
+    kl = sequence_logps(policy(full), full, mask) - sequence_logps(reference(full), full, mask)
+    return {"accuracy": float((r_w > r_l).float().mean()), "chosen_reward": float(r_w.mean()),
+            "rejected_reward": float(r_l.mean()),
+            "property_rate": sum(has_property(t, word) for t in texts) / len(texts),
+            "kl": float(kl.mean())}
+
+
+def train_dpo(reference, prefs: PreferenceData, *, loss_type: str = "sigmoid", gather: str = "shifted",
+              beta: float = 0.1, steps: int = 120, lr: float = 1e-3, batch_size: int = 32, eval_every: int = 20,
+              seed: int = 0, word: str = "the", tokenizer=None, progress: bool = True, **loss_kwargs):
+    """DPO from ``reference`` (a frozen copy is the anchor, a trainable copy the policy) on ``prefs.train``.
+
+    ``gather="unshifted"`` trains with seed 001's log-probs (the mistake); the metrics always use the correct
+    ones.  Every ``eval_every`` steps the validation metrics are logged and the policy with the best
+    validation accuracy is kept (model selection on val; test is reported once, for the kept policy).
+    Returns ``(policy, history, best)``: ``history`` a ``lossbook.train.History`` with ``train_loss``,
+    ``train_chosen_reward``, ``train_rejected_reward`` and the ``val_*`` metrics; ``best`` the selected step.
+    """
+    from tqdm.auto import tqdm
+
+    from ..train import History
+
+    device = next(reference.parameters()).device
+    reference = copy.deepcopy(reference).eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    policy = copy.deepcopy(reference)
+    for p in policy.parameters():
+        p.requires_grad_(True)
+    policy.eval()  # no dropout: the policy's log-probs must match the reference's at step 0
+    opt = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    train = {k: v for k, v in prefs.train.items() if k != "prompts"}
+    n = train["chosen_ids"].shape[0]
+    history, best, best_state = History(), (-1.0, 0), None
+    kw = dict(beta=beta, word=word, tokenizer=tokenizer, prompt_len=prefs.prompt_len,
+              completion_len=prefs.completion_len)
+    for step in tqdm(range(1, steps + 1), desc=f"DPO {loss_type}/{gather}", disable=not progress, mininterval=0.5):
+        idx = torch.randint(0, n, (batch_size,), generator=gen)
+        batch = {k: v[idx].to(device) for k, v in train.items()}
+        pw, pl = _pair_logps_with(policy, batch, gather)
+        with torch.no_grad():
+            rw, rl = _pair_logps_with(reference, batch, gather)
+        kwargs = dict(loss_kwargs)
+        if loss_type in ("ipo", "sigmoid_norm"):
+            kwargs.update(chosen_lengths=batch["chosen_mask"].sum(-1), rejected_lengths=batch["rejected_mask"].sum(-1))
+        losses, r_w, r_l = dpo_loss(pw, pl, rw, rl, beta=beta, loss_type=loss_type, **kwargs)
+        loss = losses.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.log(step, train_loss=loss.item(), train_chosen_reward=float(r_w.mean()),
+                    train_rejected_reward=float(r_l.mean()))
+        if step % eval_every == 0 or step == steps:
+            metrics = preference_metrics(policy, reference, prefs.val, seed=step, **kw)
+            history.log(step, **{f"val_{k}": v for k, v in metrics.items()})
+            if metrics["accuracy"] > best[0]:
+                best, best_state = (metrics["accuracy"], step), copy.deepcopy(policy.state_dict())
+    policy.load_state_dict(best_state)
+    return policy.eval(), history, best[1]
+
+
+@torch.no_grad()
+def likelihood_baseline(reference, split: dict) -> float:
+    """An honest baseline for preference accuracy: rank each pair by the reference's own log-likelihood
+    (the policy at step 0 ties every pair, implicit rewards all 0, so its strict accuracy is 0)."""
+    device = next(reference.parameters()).device
+    batch = {k: v.to(device) for k, v in split.items() if k != "prompts"}
+    rw, rl = pair_logps(reference, batch)
+    return float((rw > rl).float().mean())
