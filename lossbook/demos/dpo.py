@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -63,6 +64,15 @@ def _offline():
         os.environ.setdefault(var, "1")
 
 
+def _quiet():
+    """No progress bars from ``datasets.map`` and no info logs from transformers/TRL (a chapter prints a table)."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+
+
 def char_tokenizer():
     """A character-level ``PreTrainedTokenizerFast`` built here: ``<pad>`` 0, ``<eos>`` 1, ``<unk>`` 2, then CHARS."""
     _offline()
@@ -111,13 +121,21 @@ def trl_conformance(loss_types=TRL_LOSS_TYPES, *, beta: float = 0.5, grads: bool
     its loss on one batch; lossbook computes ``dpo_loss(...).mean()`` from log-probs of plain forwards of copies
     of the same two models.  Returns a list of dicts: loss_type, trl, lossbook, diff, grad_diff (max |grad|
     difference over the policy's parameters; None when ``grads=False``), and the trainer's
-    ``rewards/chosen``, ``rewards/rejected`` metrics next to lossbook's means.
+    ``rewards/chosen``, ``rewards/rejected`` metrics next to lossbook's means; ``inputs`` holds lossbook's four
+    log-prob vectors and the batch's ``completion_mask``.
 
     TRL gets deep copies of the models: it patches their ``forward`` (``add_fused_lm_head``).
     """
     _offline()
     from trl import DPOConfig, DPOTrainer
 
+    _quiet()
+    with warnings.catch_warnings():  # transformers' FutureWarnings about renamed TrainingArguments fields
+        warnings.simplefilter("ignore", FutureWarning)
+        return _conformance_rows(DPOConfig, DPOTrainer, loss_types, beta, grads)
+
+
+def _conformance_rows(DPOConfig, DPOTrainer, loss_types, beta, grads):
     tokenizer = char_tokenizer()
     policy, reference = tiny_llama(1), tiny_llama(2)
     dataset = conformance_dataset()
@@ -166,6 +184,8 @@ def trl_conformance(loss_types=TRL_LOSS_TYPES, *, beta: float = 0.5, grads: bool
             "trl_rewards_chosen": metrics["rewards/chosen"][-1], "lossbook_rewards_chosen": float(r_w.mean()),
             "trl_rewards_rejected": metrics["rewards/rejected"][-1], "lossbook_rewards_rejected": float(r_l.mean()),
             "settings": settings,
+            "inputs": {"logps": [t.detach() for t in (chosen, rejected, ref_chosen, ref_rejected)],
+                       "completion_mask": comp},
         })
     return rows
 
