@@ -269,8 +269,9 @@ def dpo_loss(
         normed = chosen_logratios / n_w - rejected_logratios / n_l  # [batch] per-token log-ratio margin
         losses = (normed - 1 / (2 * beta)) ** 2 if loss_type == "ipo" else -F.logsigmoid(beta * normed)
     elif loss_type == "exo_pair":
-        losses = (torch.sigmoid(logits) * (F.logsigmoid(logits) - torch.log1p(torch.tensor(-e, dtype=logits.dtype)))
-                  + torch.sigmoid(-logits) * (F.logsigmoid(-logits) - torch.log(torch.tensor(e, dtype=logits.dtype))))
+        e_t = torch.tensor(e, dtype=logits.dtype, device=logits.device)  # as TRL: log(1 - e), log(e) in the dtype
+        losses = (torch.sigmoid(logits) * (F.logsigmoid(logits) - torch.log1p(-e_t))
+                  + torch.sigmoid(-logits) * (F.logsigmoid(-logits) - torch.log(e_t)))
     elif loss_type == "nca_pair":
         r_w, r_l = beta * chosen_logratios, beta * rejected_logratios
         losses = -F.logsigmoid(r_w) - 0.5 * F.logsigmoid(-r_w) - 0.5 * F.logsigmoid(-r_l)
@@ -281,6 +282,8 @@ def dpo_loss(
         shift = 0.0 if shift is None else shift
         if torch.is_tensor(shift) and shift.dim() != 0:
             raise ValueError(f"bco_delta must be a number or a 0-dim tensor (a running mean), got {shape_str(shift)}")
+        if not torch.is_tensor(shift):
+            shift = _check_scalar("bco_delta", shift)
         r_w, r_l = beta * chosen_logratios, beta * rejected_logratios
         losses = -F.logsigmoid(r_w - shift) - F.logsigmoid(-(r_l - shift))
     elif loss_type == "sppo_hard":

@@ -537,3 +537,26 @@ def test_variant_explorer_shows_lossbook_numbers():
     logits, labels, mask = tr.tensors()
     assert tr.logp == float(sequence_logps(logits, labels, mask)[0])
     assert abs(tr.logp - tr.unshifted) > 1e-3 and tr.steps[-1][1] == [1]
+
+
+def test_bco_delta_and_smoothing_types_are_checked():
+    x = _logps(batch=3)
+    with pytest.raises(TypeError, match="bco_delta must be a real number"):
+        dpo_loss(*x, loss_type="bco_pair", bco_delta="0.1")
+    with pytest.raises(ValueError, match=r"bco_delta must be a number or a 0-dim tensor.*\[3\]"):
+        dpo_loss(*x, loss_type="bco_pair", bco_delta=torch.zeros(3))
+    same = dpo_loss(*x, loss_type="bco_pair", bco_delta=torch.tensor(0.2))[0]
+    torch.testing.assert_close(same, dpo_loss(*x, loss_type="bco_pair", bco_delta=0.2)[0])
+    with pytest.raises(TypeError, match="label_smoothing must be a real number"):
+        dpo_loss(*x, loss_type="robust", label_smoothing=None)
+
+
+def test_demo_sampling_is_reproducible_and_the_property_is_literal():
+    from lossbook.demos.dpo import has_property, sample, tiny_pair_models
+
+    policy, _, batch = tiny_pair_models(seed=0)
+    prompts = batch["chosen_ids"][:, :2]
+    a = sample(policy, prompts, 5, generator=torch.Generator().manual_seed(3))
+    b = sample(policy, prompts, 5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape == (4, 7) and torch.equal(a[:, :2], prompts)
+    assert has_property("over the hill") and not has_property("The end") and not has_property("tHe")
