@@ -435,7 +435,10 @@ def test_variant_keywords_table_is_exact():
 
 def test_derivation_optimal_policy_and_implicit_reward():
     pi, q, r, beta = D.policy_symbols(3)
-    assert sp.simplify(D.kl_objective(pi, q, r, beta) - D.objective_gap(pi, q, r, beta)) == 0
+    gap = D.kl_objective(pi, q, r, beta) - D.objective_gap(pi, q, r, beta)
+    assert sp.simplify(sp.expand(sp.expand_log(gap, force=True))) == 0
+    wrong = D.kl_objective(pi, q, r, beta) - beta * sp.log(D.partition(q, r, beta))  # the KL term forgotten
+    assert sp.simplify(sp.expand(sp.expand_log(wrong, force=True))) != 0
     st = D.stationarity(q, r, beta)
     z = D.partition(q, r, beta)
     assert all(sp.simplify(s - (beta * sp.log(z) - beta)) == 0 for s in st)
