@@ -108,7 +108,7 @@ class VariantExplorer(W.VBox):
                                f'{html.escape(self.error)}</p>')
             return
         _, dpo_l, dpo_w = variant_curve("sigmoid", float(self.beta.value))
-        clip = 8.0  # keep quadratic and exponential losses on the same axes
+        clip = 4.0  # keep quadratic and exponential losses on readable axes
         series = [(dpo_l.clamp(max=clip).tolist(), "#bbbbbb", "DPO loss"),
                   (dpo_w.clamp(-clip, clip).tolist(), "#f2c199", "DPO weight"),
                   (losses.clamp(max=clip).tolist(), "#1f77b4", "loss"),
@@ -117,7 +117,8 @@ class VariantExplorer(W.VBox):
         note = "" if t in _SMOOTHED else " (this loss type does not read label smoothing)"
         self.html.value = (
             _svg(xs.tolist(), series)
-            + '<p style="font-family:monospace">blue: loss, orange: gradient weight -dL/dm; grey: DPO (sigmoid) '
+            + '<p style="font-family:monospace"><span style="color:#1f77b4">blue: loss</span>, '
+            '<span style="color:#ff7f0e">orange: gradient weight -dL/dm</span>; light: DPO (sigmoid) '
             f"for comparison; values clipped at +-{clip:g}{html.escape(note)}<br>"
             f"at m = {self.margin.value:+.2f}: loss = <b class=\"lossbook-loss\">{self.loss_at:.4f}</b>, "
             f"weight = {self.weight_at:+.4f}</p>"
