@@ -23,6 +23,7 @@ from . import (
 from .causal_lm import causal_lm_loss
 from .cross_entropy import fixed_cross_entropy
 from .device import pick_device, seed_everything
+from .dpo import dpo_loss, sequence_logps
 from .loss_mapping import LOSS_MAPPING
 from .masked_lm import masked_lm_loss
 from .question_answering import question_answering_loss
@@ -58,6 +59,8 @@ __all__ = [
     "pairwise_reward_loss",
     "preference_probs",
     "pairwise_accuracy",
+    "sequence_logps",
+    "dpo_loss",
     "pick_device",
     "seed_everything",
     "show_source",

@@ -23,6 +23,7 @@ __all__ = [
     "reward",
     "reward_laplace",
     "distributed",
+    "dpo",
 ]
 
 
@@ -57,6 +58,7 @@ def log_of_softmax(source, target, ignore_index=-100):
 from . import (  # noqa: E402
     causal_lm,
     distributed,
+    dpo,
     masked_lm,
     question_answering,
     reward,

@@ -6,6 +6,7 @@ Kept apart from the losses so that a loss module holds the loss and nothing else
 from . import (
     causal_lm,
     distributed,
+    dpo,
     masked_lm,
     question_answering,
     reward,
@@ -23,4 +24,5 @@ __all__ = [
     "reward",
     "reward_laplace",
     "distributed",
+    "dpo",
 ]

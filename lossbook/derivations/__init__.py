@@ -34,6 +34,7 @@ __all__ = [
     "reward",
     "reward_laplace",
     "distributed",
+    "dpo",
 ]
 
 
@@ -113,6 +114,7 @@ def accumulated_shared_denominator(sums, counts) -> sp.Expr:
 from . import (  # noqa: E402
     causal_lm,
     distributed,
+    dpo,
     masked_lm,
     question_answering,
     reward,

@@ -29,6 +29,7 @@ __all__ = [
     "reward",
     "reward_laplace",
     "distributed",
+    "dpo",
 ]
 
 def _bar(value: float, scale: float, color: str) -> str:
@@ -174,6 +175,7 @@ class ShapeTracer(W.VBox):
 from . import (  # noqa: E402
     causal_lm,
     distributed,
+    dpo,
     masked_lm,
     question_answering,
     reward,
