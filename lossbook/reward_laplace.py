@@ -248,7 +248,7 @@ class RewardLaplace:
 
     @staticmethod
     def _as_precision(value) -> torch.Tensor:
-        t = torch.as_tensor(value, dtype=torch.float64)
+        t = torch.as_tensor(value).detach().to("cpu", torch.float64)
         if t.numel() != 1:
             raise ValueError(f"prior_precision must be one positive number (a scalar prior), got shape {shape_str(t)}")
         t = t.reshape(())
@@ -274,9 +274,15 @@ class RewardLaplace:
         """
         self._check_fitted()
         lam = self._prior_precision if prior_precision is None else prior_precision
-        if not torch.is_tensor(lam) or not lam.requires_grad:
+        if torch.is_tensor(lam) and lam.requires_grad:  # differentiable: checked, not converted
+            if lam.numel() != 1 or not bool(torch.isfinite(lam.detach()).all()) or float(lam.detach()) <= 0:
+                raise ValueError(
+                    f"prior_precision must be one positive, finite number (a scalar prior), got shape {shape_str(lam)}"
+                    f" with values {lam.detach().reshape(-1)[:4].tolist()}"
+                )
+            lam = lam.to(torch.float64).reshape(())
+        else:
             lam = self._as_precision(lam)
-        lam = lam.reshape(())
         chol = torch.linalg.cholesky(self.posterior_precision(lam))  # [params, params]
         log_det_posterior = 2 * chol.diagonal().log().sum()
         log_det_prior = self.H.shape[0] * lam.log()
@@ -290,6 +296,10 @@ class RewardLaplace:
         (``ParametricLaplace.optimize_prior_precision``, method "marglik"): Adam on log lambda, ``n_steps`` steps
         of learning rate ``lr``, from ``init_prior_prec``. Sets ``prior_precision``; returns ``self``."""
         self._check_fitted()
+        if not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr!r}")
         log_lam = self._as_precision(init_prior_prec).log().clone().requires_grad_(True)
         optimizer = torch.optim.Adam([log_lam], lr=lr)
         for _ in range(n_steps):
@@ -325,8 +335,20 @@ class RewardLaplace:
 def predictive_variance(jac: torch.Tensor, H: torch.Tensor, prior_precision) -> torch.Tensor:
     """``J Sigma J^T`` for each row of ``jac`` ``[batch, params]``, ``Sigma = (H + lambda I)^-1``: ``[batch]``.
 
-    Through the Cholesky factor L of ``H + lambda I``: ``J Sigma J^T = |L^-1 J^T|^2``, no inverse formed."""
+    Through the Cholesky factor L of ``H + lambda I``: ``J Sigma J^T = |L^-1 J^T|^2``, no inverse formed.
+    ``prior_precision`` is one positive number (a scalar prior, as everywhere in this module): a ``[params]`` tensor
+    is refused rather than broadcast into a diagonal prior, and so is a zero or negative one."""
+    check_tensor("jac", jac)
+    check_tensor("H", H)
+    if H.dim() != 2 or H.shape[0] != H.shape[1]:
+        raise ValueError(f"H must be a square [params, params] matrix, got shape {shape_str(H)}")
+    if jac.dim() != 2 or jac.shape[1] != H.shape[0]:
+        raise ValueError(
+            f"jac must be [batch, params] = [batch, {H.shape[0]}] (one row per input, H is {shape_str(H)}), "
+            f"got shape {shape_str(jac)}"
+        )
+    lam = RewardLaplace._as_precision(prior_precision)
     eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
-    chol = torch.linalg.cholesky(H + prior_precision * eye)  # [params, params]
+    chol = torch.linalg.cholesky(H + lam.to(H.device, H.dtype) * eye)  # [params, params]
     v = torch.linalg.solve_triangular(chol, jac.T.to(H.dtype), upper=False)  # [params, batch]   L^-1 J^T
     return (v * v).sum(0)  # [batch]

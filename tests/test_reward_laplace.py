@@ -16,6 +16,7 @@ from lossbook import RewardLaplace
 from lossbook.bugzoo import reward_laplace as zoo
 from lossbook.demos import reward_laplace as demo
 from lossbook.derivations import reward_laplace as D
+from lossbook.reward_laplace import predictive_variance
 from lossbook.widgets.reward_laplace import UncertaintyExplorer
 
 RTOL = 1e-6
@@ -115,7 +116,7 @@ def test_default_holds_the_bias_fixed_and_equals_laplace_torch_on_the_bias_free_
     """bias="exclude": exactly laplace-torch on the same model with the bias moved out of the head (Bradley-Terry
     cannot see it): the same lambda, evidence and variances; the means differ by the bias."""
     model, x, y, x_test = _trained(2, bias=True)
-    b = float(model.head.bias)
+    b = model.head.bias.item()
     assert abs(b) > 1e-3
     bias_free = copy.deepcopy(model)
     bias_free.head = nn.Linear(model.head.in_features, 1, bias=False).double()
@@ -244,16 +245,32 @@ def test_sympy_bradley_terry_hessian_equals_softmax_ggn_with_zero_bias_curvature
     y = sp.Symbol("y")
     nll = D.bradley_terry_nll(w, b, u, v, y)
     closed = D.bradley_terry_hessian(w, b, u, v)
-    assert sp.simplify(D.hessian(nll, [*w, b]) - closed) == sp.zeros(3, 3)
+    by_sympy = D.hessian(nll, [*w, b])
+    assert sp.simplify(by_sympy - closed) == sp.zeros(3, 3)
     assert sp.simplify(D.softmax_ggn(w, b, u, v) - closed) == sp.zeros(3, 3)
-    assert closed[:, -1] == sp.zeros(3, 1) and closed[-1, :] == sp.zeros(1, 3)
+    # the zero bias row/column comes out of the derivative itself, not only out of the closed form's construction
+    assert sp.simplify(by_sympy[:, -1]) == sp.zeros(3, 1) and sp.simplify(by_sympy[-1, :]) == sp.zeros(1, 3)
+    # an exact value at a point: d = r1 - r0 = log 3, so sigma = 3/4 and sigma (1 - sigma) = 3/16
+    at = {w[0]: sp.log(3), w[1]: 5, b: 7, u[0]: 0, u[1]: 1, v[0]: 1, v[1]: 1}
+    expected = sp.Matrix([[sp.Rational(3, 16), 0, 0], [0, 0, 0], [0, 0, 0]])
+    assert sp.simplify(by_sympy.subs(at)) == expected
+    assert sp.simplify(D.softmax_ggn(w, b, u, v).subs(at)) == expected
     # the two forms of the loss: equal for y = 0 directly, for y = 1 through exp (injective on the reals)
     assert sp.simplify(D.softmax_pair_nll(w, b, u, v, 0) - nll.subs(y, 0)) == 0
     assert sp.simplify(sp.exp(D.softmax_pair_nll(w, b, u, v, 1) - nll.subs(y, 1))) == 1
-    # a wrong variant: the sum of the items' features instead of their difference
+    # wrong variants, at the same point: sigma(1 - sigma) frozen at d = 0 (1/4 instead of 3/16); the sum of the
+    # items' features instead of their difference (g = (1, 2, 2): the bias gets curvature)
+    frozen = D.sigmoid(0) * (1 - D.sigmoid(0)) * sp.Matrix([v[0] - u[0], v[1] - u[1], 0]) * sp.Matrix(
+        [[v[0] - u[0], v[1] - u[1], 0]]
+    )
+    assert frozen.subs(at)[0, 0] == sp.Rational(1, 4)
     g = sp.Matrix([u[0] + v[0], u[1] + v[1], 2])
-    wrong = closed.applyfunc(lambda e: e) * 0 + D.sigmoid(0) * g * g.T
-    assert sp.simplify(D.hessian(nll, [*w, b]) - wrong) != sp.zeros(3, 3)
+    summed = D.sigmoid(reward_difference(w, b, u, v)) * (1 - D.sigmoid(reward_difference(w, b, u, v))) * g * g.T
+    assert sp.simplify(summed.subs(at)) == sp.Rational(3, 16) * sp.Matrix([[1, 2, 2], [2, 4, 4], [2, 4, 4]])
+
+
+def reward_difference(w, b, u, v):
+    return D.reward(w, b, v) - D.reward(w, b, u)
 
 
 def test_sympy_laplace_evidence_and_predictive_variance():
@@ -262,11 +279,15 @@ def test_sympy_laplace_evidence_and_predictive_variance():
     lhs = D.laplace_log_evidence_1d(L, h, lam, m)
     assert sp.simplify(lhs - D.laplace_log_evidence_formula_1d(L, h, lam, m)) == 0
     wrong = -L - (sp.log(h + lam) + lam * m**2) / 2  # forgot log det of the prior
-    assert sp.simplify(lhs - wrong) != 0
+    point = {L: 1, h: 2, lam: 2, m: 0}  # exact values: -1 - log(2)/2, and -1 - log(2) for the wrong variant
+    assert sp.simplify(lhs.subs(point) - (-1 - sp.log(2) / 2)) == 0
+    assert sp.simplify(wrong.subs(point) - (-1 - sp.log(2))) == 0
     a, c, d, e, f = sp.symbols("a c d e f", real=True)
     var, sandwich = D.linearised_reward_variance([a, c], sp.Matrix([[d, 0], [e, f]]))
     assert sp.simplify(var - sandwich) == 0
-    assert sp.simplify(var - (a**2 * d**2 + c**2 * f**2)) != 0  # the diagonal only is wrong
+    ones = {a: 1, c: 1, d: 1, e: 1, f: 1}  # J = (1, 1), Sigma = [[1, 1], [1, 2]]: J Sigma J^T = 5
+    assert sp.simplify(var.subs(ones)) == 5
+    assert (a**2 * d**2 + c**2 * f**2).subs(ones) == 2  # the diagonal only is wrong
     # lossbook's numbers are the formula's: one parameter, H = h
     model, x, y, _ = _trained(8, hidden=1)
     la = RewardLaplace(model).fit(x, y)
@@ -317,6 +338,29 @@ def test_models_that_are_not_linear_reward_heads_are_refused():
         RewardLaplace(_Scaled(head), last_layer_name="inner.2").fit(x, y)
 
 
+def test_predictive_variance_and_the_evidence_refuse_what_they_would_broadcast():
+    H = torch.eye(3, dtype=torch.float64)
+    jac = torch.ones(2, 3, dtype=torch.float64)
+    assert torch.allclose(predictive_variance(jac, H, 1.0), torch.full((2,), 1.5, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"jac must be \[batch, params\] = \[batch, 3\].*got shape \[3\]"):
+        predictive_variance(jac[0], H, 1.0)
+    with pytest.raises(ValueError, match=r"jac must be .*got shape \[2, 4\]"):
+        predictive_variance(torch.ones(2, 4, dtype=torch.float64), H, 1.0)
+    with pytest.raises(ValueError, match=r"H must be a square"):
+        predictive_variance(jac, torch.ones(3, 2, dtype=torch.float64), 1.0)
+    with pytest.raises(ValueError, match="prior_precision must be one positive number"):
+        predictive_variance(jac, H, torch.tensor([1.0, 2.0, 3.0]))  # would broadcast into a diagonal prior
+    with pytest.raises(ValueError, match="prior_precision must be positive"):
+        predictive_variance(jac, H, -0.5)  # H - 0.5 I is still positive definite here: nothing else would catch it
+    model, x, y, _ = _trained(9)
+    la = RewardLaplace(model).fit(x, y)
+    for bad in (torch.tensor([1.0, 2.0], requires_grad=True), torch.tensor(-1.0, requires_grad=True)):
+        with pytest.raises(ValueError, match="prior_precision must be one positive, finite number"):
+            la.log_marginal_likelihood(bad)
+    with pytest.raises(ValueError, match="n_steps"):
+        la.optimize_prior_precision(n_steps=0)
+
+
 class _Scaled(nn.Module):
     def __init__(self, inner):
         super().__init__()
@@ -353,6 +397,26 @@ def test_a_model_trained_after_fit_must_be_fitted_again():
         la(x_test)
     mean, _ = la.fit(x, y)(x_test)  # fitted again: the model as it is now
     assert torch.allclose(mean, model(x_test).reshape(-1).detach())
+
+
+def test_laplace_torch_keeps_a_copy_of_the_model_made_at_construction(laplace):
+    """laplace/lllaplace.py, LLLaplace.__init__: ``FeatureExtractor(deepcopy(model), ...)``. Train the model further
+    and fit again: laplace-torch's means are still the old model's (the bug zoo's StaleModelCopy); lossbook's are the
+    model's as it is now."""
+    model, x, y, x_test = _trained(13)
+    old = model(x_test).reshape(-1).detach().clone()
+    up = laplace.Laplace(model, likelihood="reward_modeling", subset_of_weights="last_layer", hessian_structure="full")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(50):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    now = model(x_test).reshape(-1).detach()
+    assert (now - old).abs().max() > 0.1
+    with float64_default():
+        up.fit(_loader(x, y))
+    assert torch.allclose(up(x_test)[0].reshape(-1), old, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(RewardLaplace(model).fit(x, y)(x_test)[0], now, rtol=1e-10, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------- bug zoo and widget
