@@ -248,7 +248,10 @@ class RewardLaplace:
 
     @staticmethod
     def _as_precision(value) -> torch.Tensor:
-        t = torch.as_tensor(value).detach().to("cpu", torch.float64)
+        if torch.is_tensor(value):
+            t = value.detach().to("cpu", torch.float64)
+        else:  # straight to float64: a Python float through float32 would lose digits
+            t = torch.as_tensor(value, dtype=torch.float64)
         if t.numel() != 1:
             raise ValueError(f"prior_precision must be one positive number (a scalar prior), got shape {shape_str(t)}")
         t = t.reshape(())
