@@ -296,7 +296,8 @@ class RewardLaplace:
         self, *, n_steps: int = 100, lr: float = 0.1, init_prior_prec: float = 1.0
     ) -> RewardLaplace:
         """Maximise the log marginal likelihood over a scalar lambda as laplace-torch does by default
-        (``ParametricLaplace.optimize_prior_precision``, method "marglik"): Adam on log lambda, ``n_steps`` steps
+        (``ParametricLaplace.optimize_prior_precision``, laplace/baselaplace.py:1499 in laplace-torch 0.3, defaults
+        method "marglik" and a scalar prior): Adam on log lambda, ``n_steps`` steps
         of learning rate ``lr``, from ``init_prior_prec``. Sets ``prior_precision``; returns ``self``."""
         self._check_fitted()
         if not isinstance(n_steps, int) or n_steps < 1:
