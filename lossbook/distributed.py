@@ -5,10 +5,11 @@ Chapter: notebooks/12_distributed.ipynb.  Upstream: transformers ``Trainer`` wit
 
 * counts the kept targets of every micro-batch of an optimizer step (``labels[..., 1:] != -100`` for a causal
   LM), then gathers the counts of all processes and sums them: ``Trainer._get_num_items_in_batch``,
-  ``self.accelerator.gather(num_items_in_batch).sum()``;
+  ``self.accelerator.gather(num_items_in_batch.to(device)).sum()``;
 * passes that global count to the model's loss as ``num_items_in_batch`` (sum over the rank's tokens / global
-  count), then multiplies the loss by the number of processes (``Trainer.compute_loss``,
-  ``loss *= self.accelerator.num_processes``), because DDP *averages* the gradients of the ranks.
+  count), then multiplies the loss by the number of processes (``Trainer.compute_loss``: ``loss_scale =
+  self.accelerator.num_processes // self.get_tp_size()``, ``loss *= loss_scale``), because DDP *averages* the
+  gradients of the ranks.
 
 The chapter cites the exact lines of the installed source.  With data parallelism over ``W`` ranks, rank r
 backprops ``L_r = W * S_r / N`` (``S_r`` its summed token losses, ``N`` the global count), DDP averages the
