@@ -361,11 +361,19 @@ def test_context_parallel_shard():
         context_parallel_shard(labels, 0, 4)
     with pytest.raises(ValueError, match="rank"):
         context_parallel_shard(labels, 2, 2)
+    with pytest.raises(ValueError, match=r"rank must be in \[0, 2\), got 0.5"):
+        context_parallel_shard(labels, 0.5, 2)
 
 
 def test_token_weights_errors_and_empty_shards():
     w = token_weights([[0, 2], [2, 4]], "per_rank_mean")
     assert w[0, 0] == 0 and torch.isfinite(w).all()
+    logits = torch.randn(4, 5, 3, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 3, (4, 5))
+    labels[:2] = -100  # rank 0 of 2 holds no target: the per-rank mean logs NaN, its gradient stays finite
+    loss = bugs.per_rank_mean(logits, labels)
+    loss.backward()
+    assert torch.isnan(loss) and torch.isfinite(logits.grad).all()
     assert float((token_weights([[3], [9]]) * torch.tensor([[3], [9]])).sum()) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="recipe"):
         token_weights([[1]], "mean")
