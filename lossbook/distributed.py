@@ -5,10 +5,11 @@ Chapter: notebooks/12_distributed.ipynb.  Upstream: transformers ``Trainer`` wit
 
 * counts the kept targets of every micro-batch of an optimizer step (``labels[..., 1:] != -100`` for a causal
   LM), then gathers the counts of all processes and sums them: ``Trainer._get_num_items_in_batch``,
-  ``self.accelerator.gather(num_items_in_batch).sum()``;
+  ``self.accelerator.gather(num_items_in_batch.to(device)).sum()``;
 * passes that global count to the model's loss as ``num_items_in_batch`` (sum over the rank's tokens / global
-  count), then multiplies the loss by the number of processes (``Trainer.compute_loss``,
-  ``loss *= self.accelerator.num_processes``), because DDP *averages* the gradients of the ranks.
+  count), then multiplies the loss by the number of processes (``Trainer.compute_loss``: ``loss_scale =
+  self.accelerator.num_processes // self.get_tp_size()``, ``loss *= loss_scale``), because DDP *averages* the
+  gradients of the ranks.
 
 The chapter cites the exact lines of the installed source.  With data parallelism over ``W`` ranks, rank r
 backprops ``L_r = W * S_r / N`` (``S_r`` its summed token losses, ``N`` the global count), DDP averages the
@@ -186,7 +187,7 @@ def context_parallel_shard(labels: torch.Tensor, rank: int, world_size: int, ign
     if seq % world_size:
         raise ValueError(f"seq ({seq}, labels of shape {shape_str(labels)}) must be divisible by world_size "
                          f"({world_size})")
-    if not 0 <= rank < world_size:
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
     width = seq // world_size
     positions = slice(rank * width, (rank + 1) * width)
@@ -208,7 +209,9 @@ def token_weights(counts, recipe: str = "global_count") -> torch.Tensor:
     * ``all_reduced_loss``: ``dist.all_reduce(loss); loss = loss / W`` on the per-rank means, so that every
       rank logs one number.  Autograd does not see the in-place all-reduce (torch warns), only the ``/ W``:
       the gradient is the ``per_rank_mean`` one divided by W again, ``1 / (W^2 k n_rj)``.
-    A micro-batch with no kept token gets weight 0 (it adds nothing to any recipe's gradient).
+    A micro-batch with no kept token gets weight 0: it adds nothing to any recipe's gradient.  (Its per-rank
+    *mean*, in ``per_rank_mean`` and ``all_reduced_loss``, is 0/0 = NaN, as in PyTorch: the gradient stays
+    finite but the loss those recipes log is NaN.)
     """
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")

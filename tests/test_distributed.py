@@ -9,6 +9,7 @@ killed if it runs past its timeout.
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 import sympy as sp
@@ -127,9 +128,46 @@ def test_the_all_reduced_loss_warning_is_printed(runs):
     assert result.rank_lines().count("[rank") >= 2 * len(MODES)
 
 
-def test_launch_times_out_and_kills_the_process_group():
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers in /proc")
+def test_launch_times_out_and_kills_torchrun_and_its_workers():
+    """A launch that cannot finish in time (a million steps) returns soon after its timeout, workers killed.
+
+    torchrun starts each worker in a session of its own, so killing torchrun's process group alone would leave
+    them running, holding the output pipe (the caller would wait for them) and the CPU.
+    """
+    start = time.monotonic()
+    with pytest.raises(demo.LaunchTimeout, match="ran past 15 s and was killed") as caught:
+        demo.launch("global_count:1000000", timeout=15)
+    assert time.monotonic() - start < 15 + 15  # the grace period and the pipe, not the workers' own timeouts
+    workers = caught.value.workers
+    assert len(workers) >= 2  # both ranks had started
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), workers
+
+
+def test_launch_before_the_workers_start_times_out_too():
     with pytest.raises(RuntimeError, match="ran past 0.5 s and was killed"):
         demo.launch("global_count", timeout=0.5)
+
+
+def test_the_script_refuses_micro_batches_that_do_not_divide_the_rows():
+    model = demo.build_model()
+    input_ids, labels = demo.uneven_batch(0)
+    with pytest.raises(ValueError, match=r"8 rows do not split into micro_batches=3"):
+        distributed_run.data_parallel_step(model, input_ids, labels, mode="global_count", micro_batches=3, world=1,
+                                           device="cpu")
+    with pytest.raises(ValueError, match=r"rows \(8\) must be divisible by ranks \(3\)"):
+        demo.uneven_batch(0, ranks=3)
 
 
 def test_the_script_in_one_process_is_the_full_batch_and_destroys_its_group(tmp_path, monkeypatch):
@@ -149,9 +187,13 @@ def test_the_script_in_one_process_is_the_full_batch_and_destroys_its_group(tmp_
         assert demo.relative_error(records[mode]["grad0"], ref["grad0"]) < 1e-5
 
 
-def test_script_refuses_an_unknown_mode(tmp_path):
+def test_script_refuses_an_unknown_mode_and_bad_steps(tmp_path, capsys):
     with pytest.raises(SystemExit):
         distributed_run.main(["--modes", "global_count,mean_of_means", "--out", str(tmp_path)])
+    assert "mean_of_means" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        distributed_run.main(["--modes", "global_count:ten", "--out", str(tmp_path)])
+    assert "global_count:ten" in capsys.readouterr().err
     assert not dist.is_initialized()
 
 
@@ -193,13 +235,15 @@ def test_sympy_global_count_with_world_size_factor_is_the_full_batch():
         assert sp.simplify(dd.ddp_objective(dd.global_count_losses(S, n)) - full) == 0
         no_factor = dd.ddp_objective(dd.global_count_losses(S, n, world_size_factor=False))
         assert sp.simplify(no_factor - full / ranks) == 0
-        assert sp.simplify(no_factor - full) != 0  # the wrong variant fails
+        ones = {x: 1 for row in S + n for x in row}  # every S_rj = n_rj = 1: the full batch's loss is 1
+        assert full.subs(ones) == 1 and no_factor.subs(ones) == sp.Rational(1, ranks)  # the wrong variant misses
 
 
 def test_sympy_per_rank_mean_is_right_only_for_equal_counts():
     S, n = dd.shard_symbols(2)
     gap = dd.ddp_objective(dd.per_rank_mean_losses(S, n)) - dd.full_batch_mean(S, n)
-    assert sp.simplify(gap) != 0
+    point = {S[0][0]: 1, S[1][0]: 4, n[0][0]: 1, n[1][0]: 2}
+    assert gap.subs(point) == sp.Rational(-1, 6)  # (1/1 + 4/2) / 2 - 5/3
     m = sp.Symbol("m", positive=True)
     assert sp.simplify(gap.subs({n[0][0]: m, n[1][0]: m})) == 0
     expected = -(n[0][0] - n[1][0]) * (S[0][0] * n[1][0] - S[1][0] * n[0][0]) / (
@@ -229,7 +273,10 @@ def test_sympy_context_parallel_shift_once_is_the_unsharded_loss():
     tokens = [0, 1, 1, 0]
     full = dcl.mean_next_token_nll(zs, tokens)
     assert sp.simplify(dd.context_parallel_loss(zs, tokens, 2, shift="once") - full) == 0
-    assert sp.simplify(dd.context_parallel_loss(zs, tokens, 2, shift="local") - full) != 0
+    local = dd.context_parallel_loss(zs, tokens, 2, shift="local")
+    scored = [t for t in range(4) if any(z in local.free_symbols for z in zs[t])]
+    assert scored == [0, 2]  # the position before the cut (1) lost its target; the full loss scores 0, 1, 2
+    assert [t for t in range(4) if any(z in full.free_symbols for z in zs[t])] == [0, 1, 2]
     with pytest.raises(ValueError, match="shift"):
         dd.context_parallel_loss(zs, tokens, 2, shift="twice")
 
@@ -314,11 +361,19 @@ def test_context_parallel_shard():
         context_parallel_shard(labels, 0, 4)
     with pytest.raises(ValueError, match="rank"):
         context_parallel_shard(labels, 2, 2)
+    with pytest.raises(ValueError, match=r"rank must be in \[0, 2\), got 0.5"):
+        context_parallel_shard(labels, 0.5, 2)
 
 
 def test_token_weights_errors_and_empty_shards():
     w = token_weights([[0, 2], [2, 4]], "per_rank_mean")
     assert w[0, 0] == 0 and torch.isfinite(w).all()
+    logits = torch.randn(4, 5, 3, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 3, (4, 5))
+    labels[:2] = -100  # rank 0 of 2 holds no target: the per-rank mean logs NaN, its gradient stays finite
+    loss = bugs.per_rank_mean(logits, labels)
+    loss.backward()
+    assert torch.isnan(loss) and torch.isfinite(logits.grad).all()
     assert float((token_weights([[3], [9]]) * torch.tensor([[3], [9]])).sum()) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="recipe"):
         token_weights([[1]], "mean")
@@ -337,3 +392,12 @@ def test_token_weights_widget_shows_lossbook_numbers():
     assert w.total == pytest.approx(1.0) and "= the full batch" in w.html.value
     w.recipe.value = "no_world_size_factor"
     assert w.total == pytest.approx(0.5)
+
+
+def test_bigram_baseline_picks_k_on_the_training_text():
+    base = demo.bigram_nll()
+    assert base["k"] == min(base["validation"], key=base["validation"].get)
+    data = demo._data()
+    from lossbook.demos.causal_lm import unigram_nll
+
+    assert 0 < base["heldout"] < unigram_nll(data.train_ids, data.heldout_ids, data.tokenizer.vocab_size)

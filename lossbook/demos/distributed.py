@@ -8,6 +8,7 @@ same global batch and takes its own rows of it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -28,6 +29,7 @@ __all__ = [
     "CONFIG",
     "uneven_batch",
     "heldout_windows",
+    "bigram_nll",
     "build_model",
     "flat_grad",
     "flat_params",
@@ -35,6 +37,7 @@ __all__ = [
     "free_port",
     "torchrun_command",
     "RunResult",
+    "LaunchTimeout",
     "launch",
     "relative_error",
     "distributed_cases",
@@ -64,6 +67,8 @@ def uneven_batch(step: int, *, rows: int = CONFIG["rows"], seq: int = CONFIG["se
     numbers of targets, as a length-grouped or packed sampler produces.  Padding has ``pad_id`` inputs and
     ``ignore_index`` labels.  A pure function of ``(seed, step)``: every process builds the same batch.
     """
+    if ranks < 1 or rows % ranks:
+        raise ValueError(f"rows ({rows}) must be divisible by ranks ({ranks}): every rank gets rows / ranks rows")
     data = _data()
     g = torch.Generator().manual_seed(seed * 100_003 + step)
     starts = torch.randint(0, data.train_ids.numel() - seq, (rows,), generator=g)
@@ -81,6 +86,33 @@ def uneven_batch(step: int, *, rows: int = CONFIG["rows"], seq: int = CONFIG["se
 def heldout_windows(seq: int = CONFIG["seq"]):
     """The held-out rhymes cut into windows, shifted once: ``(input_ids, shift_labels)`` for ``mean_nll``."""
     return stream_windows(_data().heldout_ids, seq)
+
+
+def bigram_nll(smoothing=(0.01, 0.03, 0.1, 0.3, 1.0), validation_fraction: float = 1 / 6) -> dict:
+    """A count-based baseline: a character bigram model with add-k smoothing, scored on the held-out rhymes.
+
+    k is chosen from ``smoothing`` on a validation cut of the *training* stream (its last
+    ``validation_fraction``, fitted on the rest); the chosen k is then refitted on the whole training stream and
+    scored once on the held-out rhymes, every character after the first, as ``mean_nll`` scores the model.
+    Returns ``{"k", "validation" (k -> NLL), "heldout"}`` in nats.
+    """
+    data = _data()
+    vocab = data.tokenizer.vocab_size
+
+    def fit(ids):
+        counts = torch.zeros(vocab, vocab, dtype=torch.float64)  # [previous, next]
+        counts.index_put_((ids[:-1], ids[1:]), torch.ones(ids.numel() - 1, dtype=torch.float64), accumulate=True)
+        return counts
+
+    def nll(counts, k, ids):
+        probs = (counts + k) / (counts + k).sum(1, keepdim=True)  # [vocab, vocab]
+        return float(-probs[ids[:-1], ids[1:]].log().mean())
+
+    cut = int(data.train_ids.numel() * (1 - validation_fraction))
+    fitted = fit(data.train_ids[:cut])
+    validation = {k: nll(fitted, k, data.train_ids[cut:]) for k in smoothing}
+    best = min(validation, key=validation.get)
+    return {"k": best, "validation": validation, "heldout": nll(fit(data.train_ids), best, data.heldout_ids)}
 
 
 def build_model(seed: int = CONFIG["seed"], device: torch.device | str = "cpu") -> TinyTransformer:
@@ -174,6 +206,60 @@ class RunResult:
         return "\n".join(line for line in self.output.splitlines() if line.startswith("[rank"))
 
 
+class LaunchTimeout(RuntimeError):
+    """A torchrun launch ran past its timeout and was killed: ``output`` (what it printed until then), ``workers``
+    (the pids of the processes torchrun had started, every one of them killed)."""
+
+    def __init__(self, message: str, output: str, workers: list[int]):
+        super().__init__(message)
+        self.output, self.workers = output, workers
+
+
+def _descendants(pid: int) -> list[int]:
+    """The pids of every process below ``pid`` (children, their children...), read from /proc (Linux; else [])."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])  # the field after the state
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended meanwhile
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _stop(proc: subprocess.Popen, grace: float = 5.0) -> list[int]:
+    """End torchrun (``proc``) and every worker it started; returns the workers' pids.
+
+    torchrun starts each worker in a session of its own (``start_new_session=True`` in
+    torch/distributed/elastic/multiprocessing/subprocess_handler/subprocess_handler.py), so killing torchrun's
+    process group does not reach them: orphaned, they would keep running, and keep the output pipe open.  So the
+    workers are found first (/proc), torchrun is asked to stop (SIGTERM: it terminates its workers), and after
+    ``grace`` seconds whatever is left, torchrun's group and each worker's own group, is killed.
+    """
+    workers = _descendants(proc.pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)  # proc leads its session (start_new_session): its group id is its pid
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    for pid in [proc.pid, *workers]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # a worker leads its own session and group
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    return workers
+
+
 def launch(modes, *, nproc: int = 2, steps: int = 1, micro_batches: int = 1, eval_every: int = 0,
            timeout: float = 120.0, backend: str | None = None) -> RunResult:
     """Run ``lossbook.demos.distributed_run`` under torchrun with ``nproc`` processes and collect the ranks' files.
@@ -182,14 +268,17 @@ def launch(modes, *, nproc: int = 2, steps: int = 1, micro_batches: int = 1, eva
     other in the same process group (starting Python, torch and lossbook in every process costs seconds; a
     step of the tiny GPT costs milliseconds).
 
-    Each process gets ``OMP_NUM_THREADS=1``; the rendezvous is on 127.0.0.1 and a free port.  The whole
-    process group (torchrun and its workers) is killed if it runs past ``timeout`` seconds, so a hung
-    collective cannot hang the caller; a non-zero exit raises ``RuntimeError`` with the output.
+    Each process gets ``OMP_NUM_THREADS=1``; the rendezvous is on 127.0.0.1 and a free port.  If the launch runs
+    past ``timeout`` seconds (all attempts together), or the caller is interrupted, torchrun **and its workers**
+    are killed (:func:`_stop`) before this returns, so a hung collective can neither hang the caller nor leave
+    processes behind: a timeout raises :class:`LaunchTimeout` (a ``RuntimeError``) with the output so far and the
+    killed workers' pids.  A non-zero exit raises ``RuntimeError`` with the output.
     """
     modes = [modes] if isinstance(modes, str) else list(modes)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    deadline = time.monotonic() + timeout
     with tempfile.TemporaryDirectory(prefix="lossbook-ddp-") as out_dir:
         for attempt in range(2):  # a port taken between free_port() and the bind: try once more
             cmd = torchrun_command(modes, out_dir, nproc=nproc, steps=steps, micro_batches=micro_batches,
@@ -198,11 +287,18 @@ def launch(modes, *, nproc: int = 2, steps: int = 1, micro_batches: int = 1, eva
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                     cwd=package_root, start_new_session=True)
             try:
-                output, _ = proc.communicate(timeout=timeout)
+                output, _ = proc.communicate(timeout=max(deadline - time.monotonic(), 0.01))
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its workers: the session we started
-                output, _ = proc.communicate()
-                raise RuntimeError(f"torchrun {modes} ran past {timeout} s and was killed; output:\n{output}") from None
+                workers = _stop(proc)
+                try:  # the pipe closes once every process that held it is gone
+                    output, _ = proc.communicate(timeout=10)
+                except subprocess.TimeoutExpired:
+                    output = "(the output could not be read)"
+                raise LaunchTimeout(f"torchrun {modes} ran past {timeout} s and was killed with its "
+                                    f"{len(workers)} worker process(es); output:\n{output}", output, workers) from None
+            except BaseException:  # KeyboardInterrupt (a notebook's stop button) or anything else: leave nothing behind
+                _stop(proc, grace=1.0)
+                raise
             seconds = time.perf_counter() - start
             if proc.returncode == 0 or "address already in use" not in output.lower() or attempt:
                 break

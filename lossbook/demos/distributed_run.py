@@ -58,6 +58,9 @@ def data_parallel_step(model, input_ids, labels, *, mode: str, micro_batches: in
     ``model``: a ``DistributedDataParallel`` (or a plain module when ``world == 1``).  The returned loss is the
     global mean over every target of the step, ``all_reduce(sum_j S_rj / N)``, detached, for logging.
     """
+    if input_ids.shape[0] % micro_batches:  # chunk() would return fewer pieces: no micro-batch would be the last
+        raise ValueError(f"this rank's {input_ids.shape[0]} rows do not split into micro_batches={micro_batches} "
+                         "equal micro-batches")
     xs, ys = input_ids.chunk(micro_batches), labels.chunk(micro_batches)  # micro_batches x [rows/k, seq]
     local = sum(count_targets(y) for y in ys)  # [] this rank's targets over all its micro-batches
     total = global_num_items(local, device=device)  # [] N: one all-reduce of one int64
@@ -172,6 +175,9 @@ def main(argv=None) -> None:
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         parser.error(f"unknown mode(s) {unknown}; choose from {MODES}")
+    bad = [f"{m}:{n}" for m, n in modes.items() if not n.isdigit() or int(n) < 1]
+    if bad or args.micro_batches < 1:
+        parser.error(f"steps and --micro-batches must be positive integers, got {bad or args.micro_batches}")
 
     torch.set_num_threads(1)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
