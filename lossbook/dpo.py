@@ -195,7 +195,7 @@ def dpo_loss(
       ``ipo`` (the length normalisation of SimPO, Meng et al. 2024, arXiv 2405.14734, keeping the reference).
     * ``sft`` (TRL :1495): -sum(policy_chosen_logps) / sum(``chosen_lengths``), the negative log-likelihood per chosen
       token (one batch value, repeated per pair as TRL does); here ``chosen_lengths`` counts the *scored* tokens,
-      ``mask[:, 1:].sum(-1)``.
+      ``mask[:, 1:].sum(-1)``.  No scored token at all is an error (TRL's mean over none is nan).
 
     Conventions and choices (each tested):
 
@@ -313,6 +313,8 @@ def dpo_loss(
         losses = -F.logsigmoid(logits) * (1 - s) + torch.exp(-logits + F.logsigmoid(logits / tau))
     else:  # sft
         n = _check_lengths("chosen_lengths", variant_kwargs["chosen_lengths"], delta)
+        if not n.sum() > 0:  # TRL's mean over no token is nan, silently
+            raise ValueError(f"loss_type='sft' needs at least one scored chosen token, got chosen_lengths {n.tolist()}")
         losses = (-policy_chosen_logps.sum() / n.sum()).expand(delta.shape[0])  # [batch], one value repeated
 
     chosen_rewards = (beta * chosen_logratios).detach()  # [batch]

@@ -398,6 +398,8 @@ def test_edge_cases_batch_one_and_extreme_ratios():
 
 def test_dpo_loss_errors():
     x = _logps(batch=3)
+    with pytest.raises(ValueError, match=r"'sft' needs at least one scored chosen token, got chosen_lengths \[0"):
+        dpo_loss(*x, loss_type="sft", chosen_lengths=torch.zeros(3, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"policy_rejected_logps has shape \[2\] but policy_chosen_logps has shape"):
         dpo_loss(x[0], x[1][:2], x[2], x[3])
     with pytest.raises(ValueError, match=r"ref_rejected_logps must be \[batch\].*got shape \[3, 1\]"):
@@ -574,3 +576,20 @@ def test_demo_sampling_is_reproducible_and_the_property_is_literal():
     b = sample(policy, prompts, 5, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and a.shape == (4, 7) and torch.equal(a[:, :2], prompts)
     assert has_property("over the hill") and not has_property("The end") and not has_property("tHe")
+
+
+def test_demo_preference_splits_share_no_prompt():
+    """The test prompts come from held-out rhymes and none of them also starts a training line."""
+    from lossbook.demos.causal_lm import load_rhymes
+    from lossbook.demos.dpo import make_preferences
+    from lossbook.models import TinyTransformer
+
+    data = load_rhymes()
+    torch.manual_seed(0)
+    model = TinyTransformer(data.tokenizer.vocab_size, d_model=16, n_heads=2, n_layers=1, max_len=16).eval()
+    prefs, rates = make_preferences(model, data, completion_len=4, samples=4, word="e", seed=0)
+    as_set = lambda t: {tuple(row.tolist()) for row in t}  # noqa: E731
+    train, val, test = (as_set(getattr(prefs, s)["prompts"]) for s in ("train", "val", "test"))
+    assert train and val and test
+    assert not (train & val) and not (test & (train | val))
+    assert set(rates) == {"train", "val", "test"}
