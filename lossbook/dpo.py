@@ -78,7 +78,7 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
                 f"mask must have the labels' shape {shape_str(labels)} (it marks the label tokens scored, "
                 f"before the shift), got {shape_str(mask)}"
             )
-        if mask.is_floating_point() and not ((mask == 0) | (mask == 1)).all():
+        if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
             raise ValueError(f"mask must hold only 0 and 1 (or bools), got other values in shape {shape_str(mask)}")
     if not isinstance(average, bool):
         raise TypeError(f"average must be a bool, got {type(average).__name__}")
@@ -157,43 +157,45 @@ def dpo_loss(
     ``rewards/chosen`` metrics).  ``losses.mean()`` is TRL 1.16's loss for that ``loss_type`` (with
     ``f_divergence_type="reverse_kl"``, no ``ld_alpha``, no ``use_weighting``: TRL's defaults).
 
-    With h_w = policy_chosen - ref_chosen, h_l = policy_rejected - ref_rejected, d = h_w - h_l:
+    With h_w = policy_chosen - ref_chosen, h_l = policy_rejected - ref_rejected, d = h_w - h_l (``TRL :N`` is the
+    line of that branch in the installed TRL 1.16.0 ``trl/trainer/dpo_trainer.py``, ``_compute_loss`` at :1285):
 
-    * ``sigmoid``: -log sigmoid(beta d).  DPO, Rafailov et al. 2023 (arXiv 2305.18290), Eq. 7.
+    * ``sigmoid`` (TRL :1387): -log sigmoid(beta d).  DPO, Rafailov et al. 2023 (arXiv 2305.18290), Eq. 7.
     * ``cdpo`` (lossbook only): -(1 - e) log sigmoid(beta d) - e log sigmoid(-beta d), e = ``label_smoothing``.
       Conservative DPO (Mitchell 2023, "A note on DPO with noisy preferences"); older TRL applied it through
       ``sigmoid`` + ``label_smoothing``.
-    * ``hinge``: relu(1 - beta d).  SLiC-HF, Zhao et al. 2023 (arXiv 2305.10425), its hinge calibration loss.
-    * ``ipo``: ((h_w / n_w - h_l / n_l) - 1 / (2 beta))^2, n the completion lengths ``chosen_lengths`` and
-      ``rejected_lengths`` (clamped at 1).  IPO, Azar et al. 2023 (arXiv 2310.12036), Eq. 17 (beta is its
-      tau); the division by the length is TRL's, not the paper's (TRL says the authors confirmed it).
-    * ``exo_pair``: KL(q || p), q = softmax over the pair of (beta d, 0), p = (1 - e, e).  EXO, Ji et al. 2024
-      (arXiv 2402.00856), Eq. 16.  Needs 0 < ``label_smoothing`` < 1 (the paper suggests 1e-3).
-    * ``nca_pair``: -log sigmoid(beta h_w) - 1/2 log sigmoid(-beta h_w) - 1/2 log sigmoid(-beta h_l).  NCA,
-      Chen et al. 2024 (arXiv 2402.05369), pairwise form.
-    * ``robust``: ((1 - e) ell(d) - e ell(-d)) / (1 - 2e), ell(d) = -log sigmoid(beta d), e = ``label_smoothing``
-      the flip rate in [0, 0.5).  Robust DPO, Chowdhury et al. 2024 (arXiv 2403.00409).
-    * ``bco_pair``: -log sigmoid(beta h_w - delta) - log sigmoid(-(beta h_l - delta)), delta = ``bco_delta``
-      (None: 0, as TRL 1.16, which keeps no running mean).  BCO, Jung et al. 2024 (arXiv 2404.04656), whose
-      delta is a running mean of the rewards.
-    * ``sppo_hard``: (h_w - 1 / (2 beta))^2 + (h_l + 1 / (2 beta))^2.  SPPO, Wu et al. 2024 (arXiv 2405.00675),
-      Eq. 4.7 with hard probabilities (P = 1 for the winner, 0 for the loser).
-    * ``aot``: cDPO-smoothed logistic loss of beta (sort(pi_w - pi_l) - sort(ref_w - ref_l)), each sorted over
-      the batch.  AOT, Melnyk et al. 2024 (arXiv 2406.05882), paired form.  The losses come in sorted order,
-      not the pairs' order: only their mean is comparable per pair.
-    * ``aot_unpaired``: the same of beta (sort(h_w) - sort(h_l)).  AOT, unpaired form.
-    * ``apo_zero``: (1 - sigmoid(beta h_w)) + sigmoid(beta h_l).  APO, D'Oosterlinck et al. 2024
-      (arXiv 2408.06266), Eq. 7.
-    * ``apo_down``: sigmoid(beta h_w) + 1 - sigmoid(beta d).  APO, Eq. 8.
-    * ``discopop``: (1 - s) (-log sigmoid(beta d)) + s exp(-beta d), s = sigmoid(beta d / tau), tau =
-      ``discopop_tau`` (default 0.05, TRL's).  DiscoPOP, Lu et al. 2024 (arXiv 2406.08414), Eq. 5.  The
-      exponential term is computed as exp(-beta d + log s): where TRL's exp(-beta d) * s is inf * 0 = nan (a very
-      wrong pair, beta d below about -89 in float32), lossbook gives the finite limit.
-    * ``sigmoid_norm``: -log sigmoid(beta (h_w / n_w - h_l / n_l)): DPO on per-token log-ratios, n as for
+    * ``hinge`` (TRL :1390): relu(1 - beta d).  SLiC-HF, Zhao et al. 2023 (arXiv 2305.10425), its hinge calibration
+      loss.
+    * ``ipo`` (TRL :1393): ((h_w / n_w - h_l / n_l) - 1 / (2 beta))^2, n the completion lengths ``chosen_lengths`` and
+      ``rejected_lengths`` (clamped at 1).  IPO, Azar et al. 2023 (arXiv 2310.12036), Eq. 17 (beta is its tau); the
+      division by the length is TRL's, not the paper's (TRL says the authors confirmed it).
+    * ``exo_pair`` (TRL :1406): KL(q || p), q = softmax over the pair of (beta d, 0), p = (1 - e, e).  EXO, Ji et al.
+      2024 (arXiv 2402.00856), Eq. 16.  Needs 0 < ``label_smoothing`` < 1 (the paper suggests 1e-3).
+    * ``nca_pair`` (TRL :1419): -log sigmoid(beta h_w) - 1/2 log sigmoid(-beta h_w) - 1/2 log sigmoid(-beta h_l).
+      NCA, Chen et al. 2024 (arXiv 2402.05369), pairwise form.
+    * ``robust`` (TRL :1428): ((1 - e) ell(d) - e ell(-d)) / (1 - 2e), ell(d) = -log sigmoid(beta d), e =
+      ``label_smoothing`` the flip rate in [0, 0.5).  Robust DPO, Chowdhury et al. 2024 (arXiv 2403.00409).
+    * ``bco_pair`` (TRL :1433): -log sigmoid(beta h_w - delta) - log sigmoid(-(beta h_l - delta)), delta =
+      ``bco_delta`` (None: 0, as TRL 1.16, which keeps no running mean).  BCO, Jung et al. 2024 (arXiv 2404.04656),
+      whose delta is a running mean of the rewards.
+    * ``sppo_hard`` (TRL :1438): (h_w - 1 / (2 beta))^2 + (h_l + 1 / (2 beta))^2.  SPPO, Wu et al. 2024 (arXiv
+      2405.00675), Eq. 4.7 with hard probabilities (P = 1 for the winner, 0 for the loser).
+    * ``aot`` (TRL :1447): cDPO-smoothed logistic loss of beta (sort(pi_w - pi_l) - sort(ref_w - ref_l)), each sorted
+      over the batch.  AOT, Melnyk et al. 2024 (arXiv 2406.05882), paired form.  The losses come in sorted order, not
+      the pairs' order: only their mean is comparable per pair.
+    * ``aot_unpaired`` (TRL :1458): the same of beta (sort(h_w) - sort(h_l)).  AOT, unpaired form.
+    * ``apo_zero`` (TRL :1467): (1 - sigmoid(beta h_w)) + sigmoid(beta h_l).  APO, D'Oosterlinck et al. 2024 (arXiv
+      2408.06266), Eq. 7.
+    * ``apo_down`` (TRL :1475): sigmoid(beta h_w) + 1 - sigmoid(beta d).  APO, Eq. 8.
+    * ``discopop`` (TRL :1483): (1 - s) (-log sigmoid(beta d)) + s exp(-beta d), s = sigmoid(beta d / tau), tau =
+      ``discopop_tau`` (default 0.05, TRL's).  DiscoPOP, Lu et al. 2024 (arXiv 2406.08414), Eq. 5.  The exponential
+      term is computed as exp(-beta d + log s): where TRL's exp(-beta d) * s is inf * 0 = nan (a very wrong pair, beta
+      d below about -89 in float32), lossbook gives the finite limit.
+    * ``sigmoid_norm`` (TRL :1504): -log sigmoid(beta (h_w / n_w - h_l / n_l)): DPO on per-token log-ratios, n as for
       ``ipo`` (the length normalisation of SimPO, Meng et al. 2024, arXiv 2405.14734, keeping the reference).
-    * ``sft``: -sum(policy_chosen_logps) / sum(``chosen_lengths``), the negative log-likelihood per chosen token
-      (one batch value, repeated per pair as TRL does); here ``chosen_lengths`` counts the *scored* tokens,
-      ``mask[:, 1:].sum(-1)``.
+    * ``sft`` (TRL :1495): -sum(policy_chosen_logps) / sum(``chosen_lengths``), the negative log-likelihood per chosen
+      token (one batch value, repeated per pair as TRL does); here ``chosen_lengths`` counts the *scored* tokens,
+      ``mask[:, 1:].sum(-1)``.  No scored token at all is an error (TRL's mean over none is nan).
 
     Conventions and choices (each tested):
 
@@ -311,6 +313,8 @@ def dpo_loss(
         losses = -F.logsigmoid(logits) * (1 - s) + torch.exp(-logits + F.logsigmoid(logits / tau))
     else:  # sft
         n = _check_lengths("chosen_lengths", variant_kwargs["chosen_lengths"], delta)
+        if not n.sum() > 0:  # TRL's mean over no token is nan, silently
+            raise ValueError(f"loss_type='sft' needs at least one scored chosen token, got chosen_lengths {n.tolist()}")
         losses = (-policy_chosen_logps.sum() / n.sum()).expand(delta.shape[0])  # [batch], one value repeated
 
     chosen_rewards = (beta * chosen_logratios).detach()  # [batch]

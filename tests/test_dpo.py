@@ -248,6 +248,9 @@ def test_sequence_logps_errors():
         sequence_logps(z, torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"mask must have the labels' shape \[2, 5\].*got \[2, 4\]"):
         sequence_logps(z, torch.zeros(2, 5, dtype=torch.long), torch.ones(2, 4))
+    for bad in (torch.full((2, 5), 2), torch.full((2, 5), 0.5)):  # integer or float, a mask holds 0/1 only
+        with pytest.raises(ValueError, match=r"mask must hold only 0 and 1.*\[2, 5\]"):
+            sequence_logps(z, torch.zeros(2, 5, dtype=torch.long), bad)
     with pytest.raises(ValueError, match=r"logits must be \[batch, seq, vocab\], got shape \[5, 7\]"):
         sequence_logps(z[0], torch.zeros(5, dtype=torch.long))
     with pytest.raises(TypeError, match="labels must hold integer"):
@@ -395,6 +398,8 @@ def test_edge_cases_batch_one_and_extreme_ratios():
 
 def test_dpo_loss_errors():
     x = _logps(batch=3)
+    with pytest.raises(ValueError, match=r"'sft' needs at least one scored chosen token, got chosen_lengths \[0"):
+        dpo_loss(*x, loss_type="sft", chosen_lengths=torch.zeros(3, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"policy_rejected_logps has shape \[2\] but policy_chosen_logps has shape"):
         dpo_loss(x[0], x[1][:2], x[2], x[3])
     with pytest.raises(ValueError, match=r"ref_rejected_logps must be \[batch\].*got shape \[3, 1\]"):
@@ -438,7 +443,11 @@ def test_derivation_optimal_policy_and_implicit_reward():
     gap = D.kl_objective(pi, q, r, beta) - D.objective_gap(pi, q, r, beta)
     assert sp.simplify(sp.expand(sp.expand_log(gap, force=True))) == 0
     wrong = D.kl_objective(pi, q, r, beta) - beta * sp.log(D.partition(q, r, beta))  # the KL term forgotten
-    assert sp.simplify(sp.expand(sp.expand_log(wrong, force=True))) != 0
+    # at a point (uniform reference, zero rewards, beta 1, pi = (1/2, 1/4, 1/4)) the gap is -KL(pi || uniform)
+    point = {pi[0]: sp.Rational(1, 2), pi[1]: sp.Rational(1, 4), beta: 1, **{qi: sp.Rational(1, 3) for qi in q},
+             **{ri: 0 for ri in r}}
+    at_point = sp.expand_log(wrong.subs(point), force=True)
+    assert sp.simplify(at_point + sp.log(sp.Rational(9, 8)) / 2) == 0  # = -(1/2) log(9/8), not 0
     st = D.stationarity(q, r, beta)
     z = D.partition(q, r, beta)
     assert all(sp.simplify(s - (beta * sp.log(z) - beta)) == 0 for s in st)
@@ -456,7 +465,10 @@ def test_derivation_optimal_policy_and_implicit_reward():
     free = list(sp.symbols("u0:3", positive=True))
     j = D.kl_objective(free, q, r, beta)
     g = [sp.diff(j, u).subs(dict(zip(free, wrong))) for u in free]
-    assert sp.simplify(g[0] - g[1]) != 0
+    # the entries of the gradient differ by (1 - beta)(r0 - r1): equal only when beta = 1
+    assert sp.simplify(sp.expand_log(g[0] - g[1], force=True) - (1 - beta) * (r[0] - r[1])) == 0
+    point = {beta: 2, r[0]: 1, r[1]: 0, r[2]: 0, **{qi: sp.Rational(1, 3) for qi in q}}
+    assert sp.simplify(sp.expand_log((g[0] - g[1]).subs(point), force=True)) == -1
 
 
 def test_derivation_gradient_weight_ipo_robust_cdpo():
@@ -482,7 +494,8 @@ def test_derivation_gradient_weight_ipo_robust_cdpo():
     assert sp.simplify(sp.diff(D.cdpo_loss(d, beta, eps), d).subs(d, sp.log((1 - eps) / eps) / beta)) == 0
     # the wrong claim, that cDPO is unbiased like rDPO, fails
     noisy_c = (1 - eps) * D.cdpo_loss(d, beta, eps) + eps * D.cdpo_loss(-d, beta, eps)
-    assert sp.simplify(noisy_c - D.dpo_loss(d, 0, beta)) != 0
+    bias = (noisy_c - D.dpo_loss(d, 0, beta)).subs({beta: 1, d: sp.log(3), eps: sp.Rational(1, 4)})
+    assert sp.simplify(sp.expand_log(bias, force=True) - sp.Rational(3, 8) * sp.log(3)) == 0  # 3/8 log 3, not 0
 
 
 # ---------------------------------------------------------------- bug zoo
@@ -563,3 +576,20 @@ def test_demo_sampling_is_reproducible_and_the_property_is_literal():
     b = sample(policy, prompts, 5, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and a.shape == (4, 7) and torch.equal(a[:, :2], prompts)
     assert has_property("over the hill") and not has_property("The end") and not has_property("tHe")
+
+
+def test_demo_preference_splits_share_no_prompt():
+    """The test prompts come from held-out rhymes and none of them also starts a training line."""
+    from lossbook.demos.causal_lm import load_rhymes
+    from lossbook.demos.dpo import make_preferences
+    from lossbook.models import TinyTransformer
+
+    data = load_rhymes()
+    torch.manual_seed(0)
+    model = TinyTransformer(data.tokenizer.vocab_size, d_model=16, n_heads=2, n_layers=1, max_len=16).eval()
+    prefs, rates = make_preferences(model, data, completion_len=4, samples=4, word="e", seed=0)
+    as_set = lambda t: {tuple(row.tolist()) for row in t}  # noqa: E731
+    train, val, test = (as_set(getattr(prefs, s)["prompts"]) for s in ("train", "val", "test"))
+    assert train and val and test
+    assert not (train & val) and not (test & (train | val))
+    assert set(rates) == {"train", "val", "test"}

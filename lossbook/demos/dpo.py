@@ -330,8 +330,11 @@ def sequence_logps_cases(seed: int = 0, dtype: torch.dtype = torch.float32) -> l
 # ---------------------------------------------------------------- the training demo
 
 
-def pretrain_lm(steps: int = 300, seed: int = 0, device=None, progress: bool = True):
+def pretrain_lm(steps: int = 300, seed: int = 0, device=None, progress: bool = True, window: int = 32):
     """Chapter 02's tiny GPT (``TinyTransformer``, d_model 64, 2 layers) trained on the shipped rhymes.
+
+    ``steps`` AdamW steps on batches of 32 random windows of ``window`` characters (32 covers the demo's
+    prompt + completion, 22 characters, at half the cost of 64).
 
     Returns ``(model, data)`` with ``data`` a ``lossbook.demos.causal_lm.RhymeData``.
     """
@@ -345,7 +348,7 @@ def pretrain_lm(steps: int = 300, seed: int = 0, device=None, progress: bool = T
     data = load_rhymes()
     gen = seed_everything(seed)
     model = TinyTransformer(data.tokenizer.vocab_size, d_model=64, n_heads=4, n_layers=2, max_len=64, dropout=0.1)
-    train(model, lambda m, x: causal_lm_loss(m(x), x), lambda step: (random_windows(data.train_ids, 32, 64, gen),),
+    train(model, lambda m, x: causal_lm_loss(m(x), x), lambda step: (random_windows(data.train_ids, 32, window, gen),),
           steps=steps, lr=3e-3, weight_decay=0.1, device=device, progress=progress, desc="pre-training")
     return model.eval(), data
 
@@ -389,23 +392,25 @@ def has_property(text: str, word: str = "the") -> bool:
     return word in text
 
 
-def _line_prompts(text: str, tokenizer, prompt_len: int) -> list[torch.Tensor]:
-    lines = [ln for ln in text.splitlines() if len(ln) >= prompt_len]
-    starts = sorted({ln[:prompt_len] for ln in lines})
-    return [tokenizer.encode(s) for s in starts]
+def _line_starts(text: str, prompt_len: int) -> list[str]:
+    return sorted({ln[:prompt_len] for ln in text.splitlines() if len(ln) >= prompt_len})
 
 
 def make_preferences(model, data, *, prompt_len: int = 6, completion_len: int = 16, samples: int = 16,
                      word: str = "the", seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2):
     """Sample ``samples`` completions per line-start prompt from ``model`` (the reference) and pair one with the
     property against one without, for every prompt where both occur.  Prompts from the training rhymes are
-    split into train / val; prompts from the held-out rhymes form the test split (never seen in pre-training).
+    split into train / val; prompts from the held-out rhymes form the test split (never seen in pre-training;
+    a held-out line start that also starts a training line is dropped, so no prompt is in two splits).
     Returns ``(PreferenceData, stats)``, stats holding the reference's rate of the property per split.
     """
     gen = torch.Generator().manual_seed(seed)
     tok = data.tokenizer
-    train_prompts = _line_prompts(data.train_text, tok, prompt_len)
-    test_prompts = _line_prompts(data.heldout_text, tok, prompt_len)
+    train_starts = _line_starts(data.train_text, prompt_len)
+    # a held-out line that starts like a training line ("When t") would put a training prompt in the test split
+    test_starts = [s for s in _line_starts(data.heldout_text, prompt_len) if s not in set(train_starts)]
+    train_prompts = [tok.encode(s) for s in train_starts]
+    test_prompts = [tok.encode(s) for s in test_starts]
     order = torch.randperm(len(train_prompts), generator=gen).tolist()
     n_val = int(len(order) * val_fraction / (1 - test_fraction))
     splits = {"val": [train_prompts[i] for i in order[:n_val]], "train": [train_prompts[i] for i in order[n_val:]],
