@@ -1,0 +1,208 @@
+"""chunked_cross_entropy (chapter 11): equal to the naive path, never [tokens, vocab] in memory."""
+
+import pytest
+import torch
+
+from lossbook import causal_lm_loss, chunked_cross_entropy, fixed_cross_entropy
+from lossbook.memory import StorageTracker, tracked_peak
+
+
+def _inputs(seed, batch, seq, hidden, vocab, dtype=torch.float32, bias=True, ignored=0.2):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(batch, seq, hidden, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+    w = (torch.randn(vocab, hidden, generator=g, dtype=torch.float64) / hidden**0.5).to(dtype).requires_grad_()
+    b = (torch.randn(vocab, generator=g, dtype=torch.float64) * 0.1).to(dtype).requires_grad_() if bias else None
+    labels = torch.randint(0, vocab, (batch, seq), generator=g)
+    labels[torch.rand(batch, seq, generator=g) < ignored] = -100
+    return h, w, b, labels
+
+
+def _grads(loss, params):
+    params = [p for p in params if p is not None]
+    return [g for g in torch.autograd.grad(loss, params)]
+
+
+def _naive_logits(h, w, b):
+    return h @ w.T if b is None else h @ w.T + b
+
+
+def _assert_close(ours, theirs, atol, rtol=0.0):
+    for a, t in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, t, atol=atol, rtol=rtol, equal_nan=True)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 8, 64, 1000])  # 1, not dividing 2*13=26 tokens, > tokens
+@pytest.mark.parametrize("num_items", [None, 40])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_shifted_equals_causal_lm_loss_values_and_gradients(chunk_size, num_items, use_bias):
+    h, w, b, labels = _inputs(0, 2, 13, 16, 37, bias=use_bias)
+    params = (h, w, b)
+    ours = chunked_cross_entropy(h, w, labels, b, chunk_size=chunk_size, shift=True, num_items_in_batch=num_items)
+    naive = causal_lm_loss(_naive_logits(h, w, b), labels, num_items_in_batch=num_items)
+    assert ours.dtype == naive.dtype == torch.float32
+    torch.testing.assert_close(ours, naive, atol=2e-6, rtol=0)
+    _assert_close(_grads(ours, params), _grads(naive, params), atol=2e-6)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 100])
+def test_unshifted_equals_fixed_cross_entropy(chunk_size):
+    h, w, b, labels = _inputs(1, 3, 7, 8, 29)
+    ours = chunked_cross_entropy(h, w, labels, b, chunk_size=chunk_size)
+    flat_logits = _naive_logits(h, w, b).reshape(-1, 29)
+    naive = fixed_cross_entropy(flat_logits, labels.reshape(-1))
+    torch.testing.assert_close(ours, naive, atol=2e-6, rtol=0)
+    _assert_close(_grads(ours, (h, w, b)), _grads(naive, (h, w, b)), atol=2e-6)
+    # the same with labels already shifted, as causal_lm_loss(..., shift_labels=...)
+    shifted = causal_lm_loss(_naive_logits(h, w, b), None, shift_labels=labels)
+    torch.testing.assert_close(ours, shifted, atol=2e-6, rtol=0)
+
+
+def test_tokens_layout_and_other_ignore_index():
+    h, w, b, labels = _inputs(2, 1, 11, 8, 13)
+    labels[labels == -100] = 7
+    ours = chunked_cross_entropy(h[0], w, labels[0], b, chunk_size=4, ignore_index=7)  # [tokens, hidden]
+    naive = fixed_cross_entropy(_naive_logits(h[0], w, b), labels[0], ignore_index=7)
+    torch.testing.assert_close(ours, naive, atol=2e-6, rtol=0)
+
+
+def test_shared_denominator_makes_chunks_add_up():
+    """Two halves with num_items_in_batch = the total count sum to the loss of the whole batch."""
+    h, w, b, labels = _inputs(3, 4, 9, 8, 19)
+    count = int((labels[:, 1:] != -100).sum())
+    whole = chunked_cross_entropy(h, w, labels, b, chunk_size=5, shift=True)
+    halves = sum(chunked_cross_entropy(h[i:i + 2], w, labels[i:i + 2], b, chunk_size=5, shift=True,
+                                       num_items_in_batch=count) for i in (0, 2))
+    torch.testing.assert_close(whole, halves, atol=2e-6, rtol=0)
+
+
+def test_all_ignored_is_nan_with_zero_gradients_and_zero_with_a_count():
+    h, w, b, labels = _inputs(4, 2, 5, 8, 11)
+    labels.fill_(-100)
+    ours = chunked_cross_entropy(h, w, labels, b, chunk_size=3, shift=True)
+    naive = causal_lm_loss(_naive_logits(h, w, b), labels)
+    assert torch.isnan(ours) and torch.isnan(naive)
+    for g_ours, g_naive in zip(_grads(ours, (h, w, b)), _grads(naive, (h, w, b)), strict=True):
+        assert torch.equal(g_ours, torch.zeros_like(g_ours))
+        assert torch.equal(g_naive, torch.zeros_like(g_naive))
+    counted = chunked_cross_entropy(h, w, labels, b, chunk_size=3, shift=True, num_items_in_batch=10)
+    assert counted.item() == 0.0
+
+
+def test_gradcheck_float64():
+    h, w, b, labels = _inputs(5, 2, 5, 4, 7, dtype=torch.float64)
+
+    def fn(h, w, b):
+        return chunked_cross_entropy(h, w, labels, b, chunk_size=3, shift=True, num_items_in_batch=6)
+
+    assert torch.autograd.gradcheck(fn, (h, w, b))
+
+
+def test_float64_is_kept_and_matches_to_1e_12():
+    h, w, b, labels = _inputs(6, 2, 9, 8, 17, dtype=torch.float64)
+    ours = chunked_cross_entropy(h, w, labels, b, chunk_size=4, shift=True)
+    naive = causal_lm_loss(_naive_logits(h, w, b), labels)
+    assert ours.dtype == torch.float64
+    torch.testing.assert_close(ours, naive, atol=1e-12, rtol=0)
+    _assert_close(_grads(ours, (h, w, b)), _grads(naive, (h, w, b)), atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_inputs_accumulate_in_float32(dtype):
+    h, w, b, labels = _inputs(7, 2, 33, 16, 101, dtype=dtype)
+    ours = chunked_cross_entropy(h, w, labels, b, chunk_size=8, shift=True)
+    naive = causal_lm_loss(_naive_logits(h, w, b), labels)  # upcasts the half logits to float32
+    assert ours.dtype == naive.dtype == torch.float32
+    torch.testing.assert_close(ours, naive, atol=1e-5, rtol=0)  # the same float32 sum of the same logits
+    tol = 1e-2 if dtype == torch.bfloat16 else 2e-3  # gradients: chunk sums rounded to half before summing
+    for g_ours, g_naive in zip(_grads(ours, (h, w, b)), _grads(naive, (h, w, b)), strict=True):
+        assert g_ours.dtype == dtype
+        torch.testing.assert_close(g_ours.float(), g_naive.float(), atol=tol, rtol=tol)
+
+
+def test_large_half_batch_does_not_overflow():
+    """float16 per-token losses near 10 over 8192 tokens: a float16 sum would be inf."""
+    g = torch.Generator().manual_seed(8)
+    h = (torch.randn(8192, 8, generator=g) * 4).half()
+    w = torch.randn(50, 8, generator=g).half()
+    labels = torch.randint(0, 50, (8192,), generator=g)
+    loss = chunked_cross_entropy(h, w, labels, chunk_size=1024)
+    assert torch.isfinite(loss) and 1 < loss.item() < 100
+
+
+def test_no_gradient_requested_for_some_inputs():
+    h, w, b, labels = _inputs(9, 2, 6, 8, 11)
+    w.requires_grad_(False)
+    loss = chunked_cross_entropy(h, w, labels, b, chunk_size=4, shift=True)
+    naive = causal_lm_loss(_naive_logits(h, w, b), labels)
+    _assert_close(_grads(loss, (h, b)), _grads(naive, (h, b)), atol=2e-6)
+
+
+def test_peak_memory_never_holds_tokens_by_vocab():
+    """Deterministic CPU peak (live tensor storage): chunked forward+backward stays far below one
+    [tokens, vocab] float32 tensor; the naive path holds several."""
+    tokens, hidden, vocab, chunk = 1024, 32, 4096, 64
+    h, w, b, labels = _inputs(10, 1, tokens, hidden, vocab)
+    logits_bytes = tokens * vocab * 4
+
+    def chunked():
+        chunked_cross_entropy(h, w, labels, b, chunk_size=chunk, shift=True).backward()
+
+    def naive():
+        causal_lm_loss(_naive_logits(h, w, b), labels).backward()
+
+    peak_chunked, _ = tracked_peak(chunked)
+    h.grad = w.grad = b.grad = None
+    with StorageTracker() as tracker:
+        naive()
+    assert tracker.largest >= logits_bytes  # the naive path materialises [tokens, vocab]
+    assert tracker.peak >= 2 * logits_bytes  # measured: logits and their log-softmax (and gradient) coexist
+    # chunked: [chunk, vocab] temporaries + the [vocab, hidden] weight gradient + per-token vectors
+    assert peak_chunked < 0.15 * logits_bytes
+    assert peak_chunked < 0.05 * tracker.peak
+    bound = 3 * chunk * vocab * 4 + 2 * vocab * hidden * 4 + tokens * hidden * 4 + 16 * tokens * 8 + vocab * 8
+    assert peak_chunked <= bound
+
+
+def test_tracker_counts_views_once_and_frees():
+    with StorageTracker() as t:
+        x = torch.empty(1000)  # 4000 bytes
+        y = x.view(10, 100)
+        assert t.current == 4000
+        del x, y
+        assert t.current == 0
+        z = torch.ones(10) * 2  # ones (freed) and the product
+    assert t.peak == 4000 and t.largest == 4000 and t.current == 40 and z.numel() == 10
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, error, match",
+    [
+        ((torch.randn(2, 3, 4), torch.randn(5, 3), torch.zeros(2, 3, dtype=torch.long)), {}, ValueError,
+         r"weight must be \[vocab, hidden\] with hidden=4 .*got \[5, 3\]"),
+        ((torch.randn(2, 3, 4), torch.randn(5, 4), torch.zeros(2, 4, dtype=torch.long)), {}, ValueError,
+         r"labels must have shape \[2, 3\] .*got \[2, 4\]"),
+        ((torch.randn(2, 3, 4), torch.randn(5, 4), torch.full((2, 3), 5)), {}, ValueError,
+         r"labels holds token id 5, outside \[0, 5\)"),
+        ((torch.randn(2, 3, 4), torch.randn(5, 4), torch.full((2, 3), -1)), {}, ValueError, r"token id -1"),
+        ((torch.randn(2, 3, 4), torch.randn(5, 4), torch.zeros(2, 3)), {}, TypeError, r"labels must hold integer"),
+        ((torch.randn(2, 3, 4), torch.randn(5, 4).double(), torch.zeros(2, 3, dtype=torch.long)), {}, TypeError,
+         r"share dtype and device"),
+        ((torch.randn(2, 3, 4), torch.randn(5, 4), torch.zeros(2, 3, dtype=torch.long), torch.randn(4)), {},
+         ValueError, r"bias must have shape \[5\]"),
+        ((torch.randn(2, 3, 4), torch.randn(5, 4), torch.zeros(2, 3, dtype=torch.long)), {"chunk_size": 0},
+         ValueError, r"chunk_size must be a positive int"),
+        ((torch.randn(2, 3, 4), torch.randn(5, 4), torch.zeros(2, 3, dtype=torch.long)), {"chunk_size": 2.0},
+         ValueError, r"chunk_size must be a positive int"),
+        ((torch.randn(2, 3, 4), torch.randn(5, 4), torch.zeros(2, 3, dtype=torch.long)),
+         {"num_items_in_batch": 0}, ValueError, r"num_items_in_batch must be a positive, finite count"),
+        ((torch.randn(4), torch.randn(5, 4), torch.zeros((), dtype=torch.long)), {}, ValueError,
+         r"hidden must be \[batch, seq, hidden\]"),
+        ((torch.randn(2, 3, 4), torch.randn(5, 4, 1), torch.zeros(2, 3, dtype=torch.long)), {}, ValueError,
+         r"weight must be \[vocab, hidden\]"),
+        ((torch.randn(2, 3, 4).long(), torch.randn(5, 4), torch.zeros(2, 3, dtype=torch.long)), {}, TypeError,
+         r"hidden must be a floating-point tensor"),
+    ],
+)
+def test_clear_errors(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        chunked_cross_entropy(*args, **kwargs)
