@@ -61,8 +61,9 @@ def check_in_range(name: str, target: torch.Tensor, classes: int, ignore_index: 
     """Every value of ``target`` in ``[0, classes)`` or equal to ``ignore_index``; the error names the bad one.
 
     Cheap on purpose (it runs on every call of every loss): the ignored positions are set to 0 (a valid class)
-    in one elementwise pass, the minimum and maximum are found in one reduction, and both are read together:
-    one host-device synchronisation on an accelerator, no boolean-index copy (which would synchronise too).
+    in one elementwise pass (skipped when ``ignore_index`` is itself a class), the minimum and maximum are found in
+    one reduction and read together: one host-device synchronisation on an accelerator, no boolean-index copy
+    (which would synchronise too).
     """
     if target.numel() == 0:
         return
@@ -71,7 +72,13 @@ def check_in_range(name: str, target: torch.Tensor, classes: int, ignore_index: 
         if kept.numel():
             _out_of_range(name, target, classes, ignore_index, what, int(kept.min()))
         return
-    low, high = torch.stack(torch.aminmax(target.masked_fill(target == ignore_index, 0))).tolist()  # one sync
+    if not 0 <= ignore_index < classes:  # an ignored position would look out of range: count it as class 0
+        target = target.masked_fill(target == ignore_index, 0)
+    low, high = torch.aminmax(target)
+    if target.device.type == "cpu":
+        low, high = low.item(), high.item()  # no device to wait for: two cheap reads
+    else:
+        low, high = torch.stack((low, high)).tolist()  # one synchronisation
     if low < 0 or high >= classes:
         _out_of_range(name, target, classes, ignore_index, what, low if low < 0 else high)
 
