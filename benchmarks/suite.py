@@ -206,7 +206,7 @@ def _peers():
     return peers, skipped
 
 
-def chunked_cases(device, sizes, chunk_size: int = 1024) -> list[Case]:
+def chunked_cases(device, sizes, chunk_size: int | None = None) -> list[Case]:
     """chunked_cross_entropy (forward + backward) against the naive path and the packaged peers."""
     peers, skipped = _peers()
     cases = []

@@ -65,7 +65,7 @@ def check_in_range(name: str, target: torch.Tensor, classes: int, ignore_index: 
     one reduction and read together: one host-device synchronisation on an accelerator, no boolean-index copy
     (which would synchronise too).
     """
-    if target.numel() == 0:
+    if target.numel() == 0 or target.device.type == "meta":  # a meta tensor has a shape and no values
         return
     if classes < 1:  # no class is valid, so 0 cannot stand in for an ignored position
         kept = target[target != ignore_index]

@@ -40,7 +40,7 @@ def chunked_cross_entropy(
     labels: torch.Tensor,
     bias: torch.Tensor | None = None,
     *,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
     ignore_index: int = -100,
     num_items_in_batch: int | torch.Tensor | None = None,
     shift: bool = False,
@@ -66,8 +66,14 @@ def chunked_cross_entropy(
     in float32 and returned in float32 (as ``causal_lm_loss`` on half logits); the weight's and bias's
     gradients are accumulated over chunks in float32 and rounded once.
 
-    Memory: forward keeps one float32 per token (its log-sum-exp); the largest temporary in forward and
-    backward is ``[chunk_size, vocab]`` float32 (two of them in backward, for half inputs).  Time: the
+    ``chunk_size``: tokens per chunk; None (the default) takes ``hidden``'s last dim, so that a chunk's logits
+    ``[chunk, vocab]`` are as large as the weight's gradient ``[vocab, hidden]``, which any method must hold.
+
+    Memory (measured with lossbook.memory.StorageTracker, tests/test_chunked_cross_entropy.py): forward keeps
+    one number per token (its log-sum-exp); the peak of forward + backward in float32 is the weight gradient
+    plus one ``[chunk_size, vocab]`` float32 chunk plus small vectors, about ``(vocab * hidden + chunk_size *
+    vocab) * 4`` bytes, against ``3 * tokens * vocab * 4`` for the naive path (logits, log-softmax and their
+    gradient alive together).  Half inputs add a float32 copy of each chunk and of the weight gradient.  Time: the
     backward pass recomputes the logits, one extra ``tokens x hidden x vocab`` matmul (4 instead of 3).
     """
     check_float("hidden", hidden)
@@ -90,6 +96,8 @@ def chunked_cross_entropy(
         if bias.dtype != hidden.dtype or bias.device != hidden.device:
             raise TypeError(f"bias must have hidden's dtype and device ({hidden.dtype} on {hidden.device}), got "
                             f"{bias.dtype} on {bias.device}")
+    if chunk_size is None:  # [chunk, vocab] as large as the [vocab, hidden] weight gradient, which must exist anyway
+        chunk_size = hidden.shape[-1]
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int (tokens per chunk), got {chunk_size!r}")
     ignore_index = check_ignore_index(ignore_index)
@@ -164,7 +172,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
                 if acc == flat.dtype:
                     grad_w.addmm_(g_in.T, h)
                 else:
-                    grad_w += (g_in.T @ h).to(acc)
+                    grad_w.add_(g_in.T @ h)  # the half product added into the float32 sum, no float32 copy
             if need_b:
                 grad_b += g_in.sum(0, dtype=acc)
             del g, g_in

@@ -3,12 +3,14 @@
 Chapter: notebooks/11_memory.ipynb; also used by tests/test_chunked_cross_entropy.py and benchmarks/.
 
 :class:`StorageTracker` is a ``TorchDispatchMode``: every ATen operation run inside it passes through
-``__torch_dispatch__``, which records the storages of the tensors the operation returns.  A storage is
-counted once (views share it) from the moment an operation returns it until Python frees it (a weak
-reference's callback), so ``peak`` is the largest number of bytes of tensor storage alive at once among the
-tensors created inside the ``with`` block (tensors created before it are not counted).  It sees what PyTorch
-allocates as tensors, on the CPU too, and the number is the same on every run: unlike a wall-clock time or
-``torch.cuda.max_memory_allocated``, it does not depend on the allocator's caching or on other processes.
+``__torch_dispatch__``, which records the storages of the tensors the operation returns.  A new storage is
+counted once, from the moment an operation returns it until Python frees it (a weak reference's callback);
+views and in-place results share their input's storage and add nothing.  ``peak`` is the largest number of
+bytes of tensor storage alive at once among the tensors created inside the ``with`` block (tensors created
+before it are not counted).  It sees what PyTorch allocates as tensors, on the CPU too, and the number is the
+same on every run: unlike a wall-clock time or ``torch.cuda.max_memory_allocated``, it does not depend on the
+allocator's caching or on other processes.  On the ``meta`` device (shapes without data) it measures what a
+run at any size would allocate, in milliseconds.
 It does not see scratch memory a kernel allocates internally (e.g. a matmul's packing buffers).
 """
 
@@ -39,18 +41,22 @@ class StorageTracker(TorchDispatchMode):
         self._refs: dict[int, weakref.ref] = {}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        inputs = {t.untyped_storage()._cdata for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
-                self._track(t)
+                self._track(t, inputs)
         return out
 
-    def _track(self, t: torch.Tensor) -> None:
+    def _track(self, t: torch.Tensor, inputs: set) -> None:
         storage = t.untyped_storage()
+        if storage._cdata in inputs:
+            return  # a view or an in-place result: no new memory (also for tensors made before the block)
         key = id(storage)
         ref = self._refs.get(key)
         if ref is not None and ref() is storage:
-            return  # a view, or an in-place result: already counted
+            return  # already counted
         nbytes = storage.nbytes()
         self._refs[key] = weakref.ref(storage, lambda _ref, key=key, nbytes=nbytes: self._free(key, nbytes, _ref))
         self.allocations += 1
