@@ -217,17 +217,18 @@ def chunked_cases(device, sizes, chunk_size: int | None = None) -> list[Case]:
         y = torch.randint(0, vocab, (tokens,), generator=g).to(device)
         y[: tokens // 8] = -100
 
-        def grads(loss, h=h, w=w):
+        def grads(loss, h, w):
             return torch.autograd.grad(loss, (h, w))
 
         fns = {
-            "chunked": lambda h=h, w=w, y=y: grads(lossbook.chunked_cross_entropy(h, w, y, chunk_size=chunk_size)),
-            "naive": lambda h=h, w=w, y=y: grads(lossbook.fixed_cross_entropy(h @ w.T, y)),
+            "chunked": lambda h=h, w=w, y=y: grads(lossbook.chunked_cross_entropy(h, w, y, chunk_size=chunk_size),
+                                                   h, w),
+            "naive": lambda h=h, w=w, y=y: grads(lossbook.fixed_cross_entropy(h @ w.T, y), h, w),
         }
         if device.type == "cuda" and "liger" in peers:
-            fns["liger"] = lambda h=h, w=w, y=y: grads(peers["liger"](h, w, y))
+            fns["liger"] = lambda h=h, w=w, y=y: grads(peers["liger"](h, w, y), h, w)
         if device.type == "cuda" and "cce" in peers:
-            fns["cce"] = lambda h=h, w=w, y=y: grads(peers["cce"](h, w, y))
+            fns["cce"] = lambda h=h, w=w, y=y: grads(peers["cce"](h, w, y), h, w)
         skip = dict(skipped)
         if device.type != "cuda":
             skip.update({k: "Triton kernels need a GPU" for k in peers})

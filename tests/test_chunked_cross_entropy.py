@@ -220,3 +220,108 @@ def test_tracker_counts_views_once_and_frees():
 def test_clear_errors(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         chunked_cross_entropy(*args, **kwargs)
+
+
+# --- chapter 11's layers: derivations, bug zoo, demo arithmetic, widget ------------------------------------------
+
+
+def test_sympy_chunks_with_a_shared_denominator_equal_the_whole_and_chunk_means_do_not():
+    import sympy as sp
+
+    from lossbook.derivations import memory as dm
+
+    W, hs = dm.projection_symbols(vocab=3, hidden=2, tokens=5)
+    ys = [2, 0, -100, 1, 1]
+    whole = dm.fused_loss(W, hs, ys, 4)
+    for chunk in (1, 2, 3, 5):
+        assert sp.simplify(dm.chunked_loss(W, hs, ys, 4, chunk) - whole) == 0
+    point = {s: sp.Rational(k % 5 - 2, 3) for k, s in enumerate(sorted(whole.free_symbols, key=str))}
+    assert sp.N(dm.mean_of_chunk_means(W, hs, ys, 2).subs(point) - whole.subs(point)) != 0
+    closed = dm.weight_grad_closed_form(W, hs, ys, 4)
+    assert all(sp.simplify(sp.diff(whole, W[i, j]) - closed[i, j]) == 0 for i in range(3) for j in range(2))
+    wrong = dm.weight_grad_closed_form(W, hs, [2, 0, 0, 1, 1], 4)
+    assert sp.simplify(sp.diff(whole, W[0, 0]) - wrong[0, 0]) != 0
+
+
+def test_sympy_loss_equals_lossbook_float64():
+    import sympy as sp
+
+    from lossbook.derivations import memory as dm
+
+    W, hs = dm.projection_symbols(vocab=3, hidden=2, tokens=5)
+    ys = [2, 0, -100, 1, 1]
+    whole = dm.fused_loss(W, hs, ys, 4)
+    symbols = sorted(whole.free_symbols, key=str)
+    f = sp.lambdify(symbols, whole)
+    g = torch.Generator().manual_seed(0)
+    Wn, Hn = torch.randn(3, 2, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)
+    values = {f"w{i}{j}": Wn[i, j].item() for i in range(3) for j in range(2)}
+    values |= {f"h{t}{j}": Hn[t, j].item() for t in range(5) for j in range(2)}
+    expected = f(*[values[str(s)] for s in symbols])
+    assert abs(chunked_cross_entropy(Hn, Wn, torch.tensor(ys), chunk_size=2).item() - expected) < 1e-12
+
+
+def test_bug_zoo_fails_the_checks_lossbook_passes():
+    from lossbook.bugzoo import memory as zoo
+    from lossbook.checks import compare_losses
+    from lossbook.demos import memory as demo
+
+    cases = demo.chunked_cases(seed=0)
+
+    def naive(hidden, weight, labels, bias, chunk_size, shift):
+        return causal_lm_loss(hidden @ weight.T + bias, labels)
+
+    assert compare_losses(chunked_cross_entropy, naive, cases).passed
+    assert not compare_losses(zoo.mean_per_chunk, chunked_cross_entropy, cases).passed
+    assert not compare_losses(zoo.shift_per_chunk, chunked_cross_entropy, cases).passed
+    # the memory bug has the right values and fails the memory check
+    assert compare_losses(zoo.upcasts_whole_logits, chunked_cross_entropy, cases).passed
+    h, w, b, labels = _inputs(11, 2, 256, 16, 2048)
+    one = 512 * 2048 * 4
+    peaks = {}
+    for fn in (chunked_cross_entropy, zoo.upcasts_whole_logits, demo.loss_alone_chunked):
+        with StorageTracker() as t:
+            fn(h, w, labels, b, chunk_size=64, shift=True).backward()
+        peaks[fn.__name__] = t.peak
+        h.grad = w.grad = b.grad = None
+    assert peaks["chunked_cross_entropy"] < 0.25 * one
+    assert peaks["upcasts_whole_logits"] >= 2 * one and peaks["loss_alone_chunked"] >= 2 * one
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("shape", [(1, 2048, 128256, 256, None), (2, 512, 32000, 512, 256), (8, 128, 1000, 64, 7)])
+def test_predicted_peak_matches_the_measured_one(dtype, shape):
+    from lossbook.demos import memory as demo
+
+    measured = demo.peak_memory(*shape[:4], dtype, shape[4])
+    predicted = demo.predicted_peak(*shape[:4], dtype, shape[4])
+    for name in ("naive", "chunked"):
+        assert abs(measured[name] / predicted[name] - 1) < 0.01, (name, measured, predicted)
+
+
+def test_meta_measurement_equals_a_cpu_run():
+    from lossbook.demos import memory as demo
+
+    assert demo.peak_memory(2, 64, 500, 16, chunk_size=24) == demo.peak_memory(2, 64, 500, 16, chunk_size=24,
+                                                                                 device="cpu")
+
+
+def test_explorer_numbers_are_lossbooks():
+    from lossbook.demos import memory as demo
+    from lossbook.widgets.memory import MemoryExplorer
+
+    e = MemoryExplorer(batch=1, seq=512, vocab=32000, hidden=64)
+    assert e.measured == demo.peak_memory(1, 512, 32000, 64)
+    e.dtype.value = torch.bfloat16
+    e.chunk.value = 128
+    assert e.measured == demo.peak_memory(1, 512, 32000, 64, torch.bfloat16, 128)
+    assert e.predicted == demo.predicted_peak(1, 512, 32000, 64, torch.bfloat16, 128)
+    assert "chunked / naive" in e.html.value
+
+
+def test_training_with_the_chunked_loss_follows_the_naive_curve():
+    from lossbook.demos import memory as demo
+
+    naive, chunked = demo.train_pair(steps=8, chunk_size=300)
+    assert max(abs(a - c) for a, c in zip(naive, chunked)) < 1e-4
+    assert naive[-1] < naive[0]

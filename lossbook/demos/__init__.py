@@ -7,6 +7,7 @@ from . import (
     causal_lm,
     distributed,
     masked_lm,
+    memory,
     question_answering,
     reward,
     reward_laplace,
@@ -23,4 +24,5 @@ __all__ = [
     "reward",
     "reward_laplace",
     "distributed",
+    "memory",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "reward",
     "reward_laplace",
     "distributed",
+    "memory",
 ]
 
 
@@ -114,6 +115,7 @@ from . import (  # noqa: E402
     causal_lm,
     distributed,
     masked_lm,
+    memory,
     question_answering,
     reward,
     reward_laplace,

@@ -29,6 +29,7 @@ __all__ = [
     "reward",
     "reward_laplace",
     "distributed",
+    "memory",
 ]
 
 def _bar(value: float, scale: float, color: str) -> str:
@@ -175,6 +176,7 @@ from . import (  # noqa: E402
     causal_lm,
     distributed,
     masked_lm,
+    memory,
     question_answering,
     reward,
     reward_laplace,
