@@ -105,7 +105,8 @@ def chunked_cross_entropy(
     if labels.shape != hidden.shape[:-1]:
         raise ValueError(f"labels must have shape {list(hidden.shape[:-1])} (hidden {shape_str(hidden)} without the "
                          f"last dim: one token id or ignore_index per position), got {shape_str(labels)}")
-    check_in_range("labels", labels, vocab, ignore_index, "token id")  # once per call: one synchronisation
+    # the value check, once per call: the call's one host-device synchronisation on an accelerator
+    check_in_range("labels", labels, vocab, ignore_index, "token id")
     if shift:
         labels = next_token_labels(labels, ignore_index)  # [batch, seq]: shifted per sequence, before chunking
     targets = labels.reshape(-1).to(device=hidden.device, dtype=torch.long)  # [tokens]
@@ -115,7 +116,10 @@ def chunked_cross_entropy(
         denominator = (targets != ignore_index).sum().to(acc)  # []: on the device, no synchronisation
     else:
         check_count("num_items_in_batch", num_items_in_batch)
-        denominator = torch.as_tensor(num_items_in_batch, device=hidden.device).to(acc)  # []
+        if torch.is_tensor(num_items_in_batch):
+            denominator = num_items_in_batch.reshape(()).to(device=hidden.device, dtype=acc)  # []
+        else:  # a fill on the device: no host-to-device copy
+            denominator = torch.full((), num_items_in_batch, dtype=acc, device=hidden.device)  # []
     return _ChunkedCrossEntropy.apply(flat, weight, bias, targets, denominator, int(chunk_size), ignore_index)
 
 

@@ -325,3 +325,12 @@ def test_training_with_the_chunked_loss_follows_the_naive_curve():
     naive, chunked = demo.train_pair(steps=8, chunk_size=300)
     assert max(abs(a - c) for a, c in zip(naive, chunked)) < 1e-4
     assert naive[-1] < naive[0]
+
+
+@pytest.mark.parametrize("count", [40, 40.0, torch.tensor(40), torch.tensor([40.0])])
+def test_num_items_in_batch_as_int_float_or_tensor(count):
+    h, w, b, labels = _inputs(12, 2, 13, 8, 19)
+    ours = chunked_cross_entropy(h, w, labels, b, chunk_size=5, shift=True, num_items_in_batch=count)
+    naive = causal_lm_loss(_naive_logits(h, w, b), labels, num_items_in_batch=40)
+    torch.testing.assert_close(ours, naive, atol=2e-6, rtol=0)
+    _assert_close(_grads(ours, (h, w, b)), _grads(naive, (h, w, b)), atol=2e-6)
