@@ -225,6 +225,8 @@ def chunked_cases(device, sizes, chunk_size: int | None = None) -> list[Case]:
         fns = {
             "chunked": lambda h=h, w=w, y=y: grads(lossbook.chunked_cross_entropy(h, w, y, chunk_size=chunk_size),
                                                    h, w),
+            "chunked_early": lambda h=h, w=w, y=y: grads(
+                lossbook.chunked_cross_entropy(h, w, y, chunk_size=chunk_size, recompute=False), h, w),
             "naive": lambda h=h, w=w, y=y: grads(lossbook.fixed_cross_entropy(h @ w.T, y), h, w),
         }
         if device.type == "cuda" and "liger" in peers:

@@ -44,6 +44,7 @@ def chunked_cross_entropy(
     ignore_index: int = -100,
     num_items_in_batch: int | torch.Tensor | None = None,
     shift: bool = False,
+    recompute: bool = True,
 ) -> torch.Tensor:
     """Cross-entropy of the logits ``hidden @ weight.T + bias`` against ``labels``, computed ``chunk_size`` tokens
     at a time, never materialising the ``[tokens, vocab]`` logits.
@@ -75,6 +76,12 @@ def chunked_cross_entropy(
     vocab) * 4`` bytes, against ``3 * tokens * vocab * 4`` for the naive path (logits, log-softmax and their
     gradient alive together).  Half inputs add a float32 copy of each chunk and of the weight gradient.  Time: the
     backward pass recomputes the logits, one extra ``tokens x hidden x vocab`` matmul (4 instead of 3).
+
+    ``recompute=False`` (Liger-Kernel's choice): when a gradient is needed, each chunk's gradients are computed
+    in the forward pass, right after its loss, and the backward pass only multiplies them by the incoming
+    gradient: 3 matmuls and, with the default chunk, the same peak (the scaled weight gradient replaces the
+    chunk); but the gradient work is done in forward even if backward never runs, and the unscaled gradients
+    stay alive from forward to backward.
     """
     check_float("hidden", hidden)
     check_float("weight", weight)
@@ -120,7 +127,8 @@ def chunked_cross_entropy(
             denominator = num_items_in_batch.reshape(()).to(device=hidden.device, dtype=acc)  # []
         else:  # a fill on the device: no host-to-device copy
             denominator = torch.full((), num_items_in_batch, dtype=acc, device=hidden.device)  # []
-    return _ChunkedCrossEntropy.apply(flat, weight, bias, targets, denominator, int(chunk_size), ignore_index)
+    return _ChunkedCrossEntropy.apply(flat, weight, bias, targets, denominator, int(chunk_size), ignore_index,
+                                      bool(recompute))
 
 
 def _chunk_logits(h, weight, bias, acc):
@@ -131,11 +139,14 @@ def _chunk_logits(h, weight, bias, acc):
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, flat, weight, bias, targets, denominator, chunk_size, ignore_index):
+    def forward(ctx, flat, weight, bias, targets, denominator, chunk_size, ignore_index, recompute):
         acc = denominator.dtype
         tokens = flat.shape[0]
         lse = torch.empty(tokens, dtype=acc, device=flat.device)  # [tokens]: saved for backward
         total = torch.zeros((), dtype=acc, device=flat.device)
+        early = not recompute and any(ctx.needs_input_grad[:3])  # gradients now, scaled in backward
+        grads = _new_grads(flat, weight, acc, ctx.needs_input_grad[:3]) if early else None
+        scale = 1 / denominator
         for start in range(0, tokens, chunk_size):
             stop = min(start + chunk_size, tokens)
             z = _chunk_logits(flat[start:stop], weight, bias, acc)  # [chunk, vocab]
@@ -145,41 +156,70 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             picked = z.gather(1, torch.where(kept, y, 0).unsqueeze(1)).squeeze(1)  # [chunk]: z_t[y_t]
             total += torch.where(kept, chunk_lse - picked, 0).sum()
             lse[start:stop] = chunk_lse
+            if early:
+                _add_chunk_grads(z, chunk_lse, flat, weight, y, kept, scale, start, stop, grads)
             del z
-        ctx.save_for_backward(flat, weight, bias, targets, lse, denominator)
+        if early:
+            ctx.grads = grads
+            ctx.save_for_backward(denominator)
+        else:
+            ctx.grads = None
+            ctx.save_for_backward(flat, weight, bias, targets, lse, denominator)
         ctx.chunk_size, ctx.ignore_index = chunk_size, ignore_index
         return total / denominator  # []
 
     @staticmethod
     def backward(ctx, grad_out):
+        if ctx.grads is not None:  # computed in forward for an incoming gradient of 1: scale them
+            return _finish_grads(ctx.grads, grad_out) + (None,) * 5
         flat, weight, bias, targets, lse, denominator = ctx.saved_tensors
         acc = denominator.dtype
-        need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_h = torch.empty(flat.shape, dtype=flat.dtype, device=flat.device) if need_h else None
-        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
-        grad_b = torch.zeros(weight.shape[0], dtype=acc, device=weight.device) if need_b else None
+        grads = _new_grads(flat, weight, acc, ctx.needs_input_grad[:3])
         scale = grad_out.to(acc) / denominator  # []: d loss / d (summed loss)
         for start in range(0, flat.shape[0], ctx.chunk_size):
             stop = min(start + ctx.chunk_size, flat.shape[0])
-            h = flat[start:stop]  # [chunk, hidden]
             y = targets[start:stop]
             kept = y != ctx.ignore_index
-            g = _chunk_logits(h, weight, bias, acc)  # recomputed [chunk, vocab]
-            g.sub_(lse[start:stop].unsqueeze(1)).exp_()  # softmax, in place
-            rows = torch.arange(stop - start, device=g.device)
-            g[rows, torch.where(kept, y, 0)] -= kept.to(acc)  # softmax - onehot on kept rows
-            g.mul_(torch.where(kept, scale, 0).unsqueeze(1))  # ignored rows: exactly 0 (also when D = 0)
-            g_in = g.to(flat.dtype)  # [chunk, vocab]: the gradient of the input-dtype logits
-            if need_h:
-                torch.mm(g_in, weight, out=grad_h[start:stop])
-            if need_w:
-                if acc == flat.dtype:
-                    grad_w.addmm_(g_in.T, h)
-                else:
-                    grad_w.add_(g_in.T @ h)  # the half product added into the float32 sum, no float32 copy
-            if need_b:
-                grad_b += g_in.sum(0, dtype=acc)
-            del g, g_in
-        grad_w = None if grad_w is None else grad_w.to(weight.dtype)
-        grad_b = None if grad_b is None else grad_b.to(weight.dtype)
-        return grad_h, grad_w, grad_b, None, None, None, None
+            g = _chunk_logits(flat[start:stop], weight, bias, acc)  # recomputed [chunk, vocab]
+            _add_chunk_grads(g, lse[start:stop], flat, weight, y, kept, scale, start, stop, grads)
+            del g
+        return _finish_grads(grads, None) + (None,) * 5
+
+
+def _new_grads(flat, weight, acc, needs):
+    need_h, need_w, need_b = needs
+    return (torch.empty(flat.shape, dtype=flat.dtype, device=flat.device) if need_h else None,
+            torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None,
+            torch.zeros(weight.shape[0], dtype=acc, device=weight.device) if need_b else None,
+            weight.dtype)
+
+
+def _add_chunk_grads(g, chunk_lse, flat, weight, y, kept, scale, start, stop, grads):
+    """Turn one chunk's logits ``g`` [chunk, vocab] (acc dtype) in place into (softmax - onehot) * scale on kept
+    rows and add its contributions to the gradients of hidden (rows start:stop), weight and bias."""
+    grad_h, grad_w, grad_b, _ = grads
+    acc = g.dtype
+    g.sub_(chunk_lse.unsqueeze(1)).exp_()  # softmax, in place
+    rows = torch.arange(stop - start, device=g.device)
+    g[rows, torch.where(kept, y, 0)] -= kept.to(acc)  # softmax - onehot on kept rows
+    g.mul_(torch.where(kept, scale, 0).unsqueeze(1))  # ignored rows: exactly 0 (also when D = 0)
+    g_in = g.to(flat.dtype)  # [chunk, vocab]: the gradient of the input-dtype logits
+    h = flat[start:stop]
+    if grad_h is not None:
+        torch.mm(g_in, weight, out=grad_h[start:stop])
+    if grad_w is not None:
+        if acc == flat.dtype:
+            grad_w.addmm_(g_in.T, h)
+        else:
+            grad_w.add_(g_in.T @ h)  # the half product added into the float32 sum, no float32 copy
+    if grad_b is not None:
+        grad_b += g_in.sum(0, dtype=acc)
+
+
+def _finish_grads(grads, grad_out):
+    grad_h, grad_w, grad_b, dtype = grads
+    if grad_out is not None:  # early gradients: times d(outer)/d(loss), out of place (backward may run again)
+        grad_h, grad_w, grad_b = (None if t is None else t * grad_out.to(t.dtype) for t in (grad_h, grad_w, grad_b))
+    grad_w = None if grad_w is None else grad_w.to(dtype)
+    grad_b = None if grad_b is None else grad_b.to(dtype)
+    return grad_h, grad_w, grad_b

@@ -334,3 +334,41 @@ def test_num_items_in_batch_as_int_float_or_tensor(count):
     naive = causal_lm_loss(_naive_logits(h, w, b), labels, num_items_in_batch=40)
     torch.testing.assert_close(ours, naive, atol=2e-6, rtol=0)
     _assert_close(_grads(ours, (h, w, b)), _grads(naive, (h, w, b)), atol=2e-6)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 2e-6), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("chunk_size", [1, 5, 100])
+def test_gradients_in_forward_equal_recomputed_ones(dtype, tol, chunk_size):
+    h, w, b, labels = _inputs(13, 2, 13, 8, 19, dtype=dtype)
+    params = (h, w, b)
+    early = chunked_cross_entropy(h, w, labels, b, chunk_size=chunk_size, shift=True, recompute=False)
+    late = chunked_cross_entropy(h, w, labels, b, chunk_size=chunk_size, shift=True)
+    torch.testing.assert_close(early, late, atol=0, rtol=0)
+    expected = _grads(3 * causal_lm_loss(_naive_logits(h, w, b), labels), params)
+    _assert_close(_grads(3 * early, params), expected, atol=3 * tol)  # an incoming gradient of 3
+    _assert_close(_grads(3 * late, params), expected, atol=3 * tol)
+
+
+def test_gradients_in_forward_gradcheck_and_repeated_backward():
+    h, w, b, labels = _inputs(14, 2, 5, 4, 7, dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda h, w, b: chunked_cross_entropy(h, w, labels, b, chunk_size=3, shift=True, recompute=False), (h, w, b))
+    loss = chunked_cross_entropy(h, w, labels, b, chunk_size=3, shift=True, recompute=False)
+    first = torch.autograd.grad(loss, (h, w, b), retain_graph=True)
+    _assert_close(torch.autograd.grad(loss, (h, w, b)), first, atol=0)  # the saved gradients are not consumed
+    with torch.no_grad():  # no gradient wanted: no gradient work in forward
+        assert torch.isfinite(chunked_cross_entropy(h, w, labels, b, chunk_size=3, recompute=False))
+
+
+def test_gradients_in_forward_keep_the_peak():
+    tokens, hidden, vocab, chunk = 1024, 32, 4096, 32
+    h, w, b, labels = _inputs(15, 1, tokens, hidden, vocab)
+    peaks = {}
+    for recompute in (True, False):
+        with StorageTracker() as t:
+            chunked_cross_entropy(h, w, labels, b, chunk_size=chunk, shift=True, recompute=recompute).backward()
+        peaks[recompute] = t.peak
+        h.grad = w.grad = b.grad = None
+    # default chunk (= hidden): the scaled weight gradient replaces the chunk; the scaled copy of the hidden
+    # states' gradient (tokens * hidden * 4 bytes) comes on top
+    assert peaks[False] <= peaks[True] + tokens * hidden * 4 + 4 * vocab * 4
