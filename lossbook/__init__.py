@@ -6,21 +6,10 @@ One import gives a chapter everything it uses::
     from lossbook import fixed_cross_entropy, pick_device, seed_everything
 """
 
-from . import (
-    accumulation,
-    bugzoo,
-    checks,
-    data,
-    demos,
-    derivations,
-    distributed,
-    models,
-    numerics,
-    plotting,
-    train,
-    widgets,
-)
+from importlib import import_module as _import_module
+
 from .causal_lm import causal_lm_loss
+from .chunked import chunked_cross_entropy
 from .cross_entropy import fixed_cross_entropy
 from .device import pick_device, seed_everything
 from .dpo import dpo_loss, sequence_logps
@@ -28,10 +17,42 @@ from .loss_mapping import LOSS_MAPPING
 from .masked_lm import masked_lm_loss
 from .question_answering import question_answering_loss
 from .reward import pairwise_accuracy, pairwise_reward_loss, preference_probs
-from .reward_laplace import RewardLaplace
 from .sequence_classification import sequence_classification_loss
-from .show import show_source
 from .token_classification import token_classification_loss
+
+# The teaching layers (sympy, matplotlib, ipywidgets, tqdm, IPython) load on first use (PEP 562), so a
+# training script that imports lossbook for a loss pays for torch alone (tests/test_import_cost.py).
+_LAZY_MODULES = frozenset({
+    "accumulation",
+    "bugzoo",
+    "checks",
+    "data",
+    "demos",
+    "derivations",
+    "distributed",
+    "memory",
+    "models",
+    "numerics",
+    "plotting",
+    "train",
+    "widgets",
+})
+_LAZY_NAMES = {"RewardLaplace": "reward_laplace", "show_source": "show"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_MODULES:
+        return _import_module(f".{name}", __name__)  # also sets the attribute: later lookups skip this
+    if name in _LAZY_NAMES:
+        value = getattr(_import_module(f".{_LAZY_NAMES[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 
@@ -48,12 +69,14 @@ __all__ = [
     "plotting",
     "train",
     "widgets",
+    "memory",
     "fixed_cross_entropy",
     "causal_lm_loss",
     "masked_lm_loss",
     "sequence_classification_loss",
     "token_classification_loss",
     "question_answering_loss",
+    "chunked_cross_entropy",
     "RewardLaplace",
     "LOSS_MAPPING",
     "pairwise_reward_loss",

@@ -58,17 +58,36 @@ def check_rank(name: str, t: torch.Tensor, ranks: tuple[int, ...], dims: str) ->
 
 
 def check_in_range(name: str, target: torch.Tensor, classes: int, ignore_index: int, what: str = "class index") -> None:
-    """Every value of ``target`` in ``[0, classes)`` or equal to ``ignore_index``; the error names the bad one."""
-    kept = target[target != ignore_index]
-    if kept.numel() == 0:
+    """Every value of ``target`` in ``[0, classes)`` or equal to ``ignore_index``; the error names the bad one.
+
+    Cheap on purpose (it runs on every call of every loss): the ignored positions are set to 0 (a valid class)
+    in one elementwise pass (skipped when ``ignore_index`` is itself a class), the minimum and maximum are found in
+    one reduction and read together: one host-device synchronisation on an accelerator, no boolean-index copy
+    (which would synchronise too).
+    """
+    if target.numel() == 0 or target.device.type == "meta":  # a meta tensor has a shape and no values
         return
-    low, high = int(kept.min()), int(kept.max())
+    if classes < 1:  # no class is valid, so 0 cannot stand in for an ignored position
+        kept = target[target != ignore_index]
+        if kept.numel():
+            _out_of_range(name, target, classes, ignore_index, what, int(kept.min()))
+        return
+    if not 0 <= ignore_index < classes:  # an ignored position would look out of range: count it as class 0
+        target = target.masked_fill(target == ignore_index, 0)
+    low, high = torch.aminmax(target)
+    if target.device.type == "cpu":
+        low, high = low.item(), high.item()  # no device to wait for: two cheap reads
+    else:
+        low, high = torch.stack((low, high)).tolist()  # one synchronisation
     if low < 0 or high >= classes:
-        bad = low if low < 0 else high
-        raise ValueError(
-            f"{name} holds {what} {bad}, outside [0, {classes}) for logits with {classes} classes "
-            f"(shape {shape_str(target)}); the only other value allowed is ignore_index={ignore_index}"
-        )
+        _out_of_range(name, target, classes, ignore_index, what, low if low < 0 else high)
+
+
+def _out_of_range(name, target, classes, ignore_index, what, bad) -> None:
+    raise ValueError(
+        f"{name} holds {what} {bad}, outside [0, {classes}) for logits with {classes} classes "
+        f"(shape {shape_str(target)}); the only other value allowed is ignore_index={ignore_index}"
+    )
 
 
 def check_vocab_size(vocab_size, logits: torch.Tensor) -> None:

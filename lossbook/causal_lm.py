@@ -84,4 +84,5 @@ def causal_lm_loss(
         shift_labels = next_token_labels(labels, ignore_index)  # [batch, seq]
     else:
         check_position_labels("shift_labels", shift_labels, logits, ignore_index)
-    return per_position_cross_entropy(logits, shift_labels, num_items_in_batch, ignore_index, **kwargs)  # []
+    return per_position_cross_entropy(logits, shift_labels, num_items_in_batch, ignore_index,
+                                      labels_checked=True, **kwargs)  # []

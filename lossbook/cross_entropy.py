@@ -87,8 +87,13 @@ def fixed_cross_entropy(
     return _cross_entropy(source, target, num_items_in_batch, ignore_index, kwargs)
 
 
-def _cross_entropy(source, target, num_items_in_batch, ignore_index, kwargs, names=("source", "target")):
-    """``fixed_cross_entropy`` with the caller's argument names in its errors (``names``: logits, labels)."""
+def _cross_entropy(source, target, num_items_in_batch, ignore_index, kwargs, names=("source", "target"),
+                   labels_checked=False):
+    """``fixed_cross_entropy`` with the caller's argument names in its errors (``names``: logits, labels).
+
+    ``labels_checked=True``: the caller has already range-checked ``target`` (or made it valid, e.g. by
+    clamping), so the value check, the one host-device synchronisation of a call, is not repeated.
+    """
     source_name, target_name = names
     check_float(source_name, source)
     check_integer(target_name, target)
@@ -101,7 +106,8 @@ def _cross_entropy(source, target, num_items_in_batch, ignore_index, kwargs, nam
             f"(one class index per row of logits), got {shape_str(target)}"
         )
     classes = source.shape[-1]
-    check_in_range(target_name, target, classes, ignore_index)
+    if not labels_checked:
+        check_in_range(target_name, target, classes, ignore_index)  # one synchronisation on an accelerator
     extra = _forwarded_kwargs(kwargs, source, source_name)
     denominator = None if num_items_in_batch is None else check_count("num_items_in_batch", num_items_in_batch)
     target = target.to(device=source.device, dtype=torch.long)
@@ -171,6 +177,7 @@ def per_position_cross_entropy(
     num_items_in_batch: int | torch.Tensor | None = None,
     ignore_index: int = -100,
     names: tuple[str, str] = ("logits", "labels"),
+    labels_checked: bool = False,
     **kwargs,
 ) -> torch.Tensor:
     """The shared tail of the token-level task losses (causal LM, masked LM, token classification).
@@ -179,10 +186,12 @@ def per_position_cross_entropy(
     the caller.  Half precision is upcast to float32 as transformers does (float64 is kept, so ``gradcheck``
     runs); both are flattened with ``reshape`` (a view for contiguous logits; upstream's ``view`` raises on
     non-contiguous ones) and scored by :func:`fixed_cross_entropy`; errors name the caller's arguments
-    (``names``).
+    (``names``).  ``labels_checked=True``: the caller has range-checked the labels (with
+    ``check_position_labels``), so the check is not run twice.
     """
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # upcast: the softmax needs float32's mantissa
     flat_logits = logits.reshape(-1, logits.shape[-1])  # [items, classes]
     flat_labels = labels.reshape(-1).to(flat_logits.device)  # [items]
-    return _cross_entropy(flat_logits, flat_labels, num_items_in_batch, ignore_index, kwargs, names)  # []
+    return _cross_entropy(flat_logits, flat_labels, num_items_in_batch, ignore_index, kwargs, names,
+                          labels_checked)  # []

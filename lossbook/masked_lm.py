@@ -63,7 +63,8 @@ def masked_lm_loss(
         raise ValueError(f"logits must be [batch, seq, vocab] (or [seq, vocab]), got shape {shape_str(logits)}")
     check_vocab_size(vocab_size, logits)
     check_position_labels("labels", labels, logits, ignore_index)  # named and shaped as the caller passed them
-    return per_position_cross_entropy(logits, labels, num_items_in_batch, ignore_index, **kwargs)  # []
+    return per_position_cross_entropy(logits, labels, num_items_in_batch, ignore_index, labels_checked=True,
+                                      **kwargs)  # []
 
 
 class Masking(NamedTuple):

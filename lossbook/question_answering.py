@@ -83,9 +83,9 @@ def question_answering_loss(start_logits, end_logits, start_positions, end_posit
 
     num_items = kwargs.pop("num_items_in_batch", None)
     start_loss = _cross_entropy(start_logits, start_positions, num_items, ignored_index, kwargs,
-                                ("start_logits", "start_positions"))  # []
+                                ("start_logits", "start_positions"), labels_checked=True)  # []
     end_loss = _cross_entropy(end_logits, end_positions, num_items, ignored_index, kwargs,
-                              ("end_logits", "end_positions"))  # []
+                              ("end_logits", "end_positions"), labels_checked=True)  # []
     return (start_loss + end_loss) / 2  # []
 
 

@@ -74,4 +74,4 @@ def token_classification_loss(logits: torch.Tensor, labels: torch.Tensor, num_la
             f"logits.view(-1, {num_labels}) would regroup the numbers of different tokens"
         )
     check_position_labels("labels", labels, logits, kwargs.get("ignore_index", -100), what="tag")
-    return per_position_cross_entropy(logits, labels, **kwargs)  # []
+    return per_position_cross_entropy(logits, labels, labels_checked=True, **kwargs)  # []

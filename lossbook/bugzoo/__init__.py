@@ -24,6 +24,7 @@ __all__ = [
     "reward_laplace",
     "distributed",
     "dpo",
+    "memory",
 ]
 
 
@@ -60,6 +61,7 @@ from . import (  # noqa: E402
     distributed,
     dpo,
     masked_lm,
+    memory,
     question_answering,
     reward,
     reward_laplace,

@@ -8,6 +8,7 @@ from . import (
     distributed,
     dpo,
     masked_lm,
+    memory,
     question_answering,
     reward,
     reward_laplace,
@@ -25,4 +26,5 @@ __all__ = [
     "reward_laplace",
     "distributed",
     "dpo",
+    "memory",
 ]

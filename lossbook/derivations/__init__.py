@@ -35,6 +35,7 @@ __all__ = [
     "reward_laplace",
     "distributed",
     "dpo",
+    "memory",
 ]
 
 
@@ -116,6 +117,7 @@ from . import (  # noqa: E402
     distributed,
     dpo,
     masked_lm,
+    memory,
     question_answering,
     reward,
     reward_laplace,

@@ -30,6 +30,7 @@ __all__ = [
     "reward_laplace",
     "distributed",
     "dpo",
+    "memory",
 ]
 
 def _bar(value: float, scale: float, color: str) -> str:
@@ -177,6 +178,7 @@ from . import (  # noqa: E402
     distributed,
     dpo,
     masked_lm,
+    memory,
     question_answering,
     reward,
     reward_laplace,

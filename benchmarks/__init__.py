@@ -1,0 +1,1 @@
+"""The benchmark suite: ``PYTHONPATH=$PWD python -m benchmarks`` (see benchmarks/suite.py)."""

@@ -1,0 +1,139 @@
+"""Demo material of chapter 11 (memory-efficient losses): peak memory of the two paths, and training chapter
+02's tiny GPT with the chunked loss beside the naive one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..causal_lm import causal_lm_loss
+from ..chunked import chunked_cross_entropy
+from ..memory import StorageTracker
+
+__all__ = [
+    "hidden_states",
+    "naive_step",
+    "chunked_step",
+    "peak_memory",
+    "predicted_peak",
+    "train_pair",
+    "loss_alone_chunked",
+    "chunked_cases",
+]
+
+_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2, torch.float64: 8}
+
+
+def hidden_states(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """``TinyTransformer``'s last hidden states [batch, seq, d_model]: its forward without the output head."""
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    x = model.tok(input_ids) + model.pos(positions)
+    for block in model.blocks:
+        x = block(x)
+    return model.norm(x)
+
+
+def naive_step(model, input_ids):
+    """The chapter 02 loss: full logits from the head, then ``causal_lm_loss``."""
+    return causal_lm_loss(model(input_ids), input_ids)
+
+
+def chunked_step(model, input_ids, chunk_size=None):
+    """The same loss from the hidden states and the head's weight and bias, chunk by chunk."""
+    return chunked_cross_entropy(hidden_states(model, input_ids), model.head.weight, input_ids, model.head.bias,
+                                 chunk_size=chunk_size, shift=True)
+
+
+def peak_memory(batch, seq, vocab, hidden, dtype=torch.float32, chunk_size=None, device="meta") -> dict:
+    """Peak tracked bytes of forward + backward of the loss alone (hidden states in, gradients out), naive and
+    chunked.  ``device="meta"``: shapes only, no arithmetic, so any size is measured in milliseconds; the
+    tracker counts the same tensors a CPU run allocates (tests/test_chunked_cross_entropy.py)."""
+    out = {}
+    for name in ("naive", "chunked"):
+        h = torch.zeros(batch, seq, hidden, device=device, dtype=dtype).requires_grad_()
+        w = torch.zeros(vocab, hidden, device=device, dtype=dtype).requires_grad_()
+        y = torch.zeros(batch, seq, dtype=torch.long, device=device)
+        with StorageTracker() as tracker:
+            if name == "naive":
+                loss = causal_lm_loss(h @ w.T, y)
+            else:
+                loss = chunked_cross_entropy(h, w, y, chunk_size=chunk_size, shift=True)
+            loss.backward()
+        out[name] = tracker.peak
+    return out
+
+
+def predicted_peak(batch, seq, vocab, hidden, dtype=torch.float32, chunk_size=None) -> dict:
+    """The chapter's arithmetic, with b bytes per element of the input dtype.
+
+    naive, float32: three float32 ``[tokens, vocab]`` tensors alive at once (the logits, their log-softmax,
+    the gradient); half: the half logits and their half gradient besides, ``tokens * vocab * (8 + 2b)``.
+    chunked: the float32 weight gradient and one float32 chunk ``(vocab * hidden + chunk * vocab) * 4`` (half
+    inputs: a half copy of each besides), plus the hidden states' gradient ``tokens * hidden * b`` and 16 bytes
+    per token (log-sum-exp, targets, masks).
+    """
+    n, b, c = batch * seq, _BYTES[dtype], chunk_size or hidden
+    half = dtype in (torch.float16, torch.bfloat16)
+    naive = n * vocab * (8 + 2 * b) if half else 3 * n * vocab * b
+    chunked = (vocab * hidden + c * vocab) * (4 + b if half else b) + n * hidden * b + 16 * n
+    return {"naive": naive, "chunked": chunked}
+
+
+def train_pair(steps: int = 60, seed: int = 0, chunk_size: int = 300, device="cpu", progress: bool = False):
+    """Train two copies of chapter 02's tiny GPT on the same batches, one with ``causal_lm_loss`` on the full
+    logits, one with ``chunked_cross_entropy``; returns ``(naive_losses, chunked_losses)`` per step."""
+    from ..models import TinyTransformer
+    from ..text import random_windows
+    from .causal_lm import load_rhymes
+
+    data = load_rhymes(heldout_every=6)
+    curves = {}
+    for name, step_fn in (("naive", naive_step), ("chunked", lambda m, x: chunked_step(m, x, chunk_size))):
+        torch.manual_seed(seed)
+        model = TinyTransformer(data.tokenizer.vocab_size, d_model=64, n_heads=4, n_layers=2, max_len=64,
+                                dropout=0.2).to(device)
+        gen = torch.Generator().manual_seed(seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
+        losses = []
+        for _ in range(steps):
+            x = random_windows(data.train_ids, 32, 64, gen).to(device)
+            loss = step_fn(model, x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        curves[name] = losses
+    return curves["naive"], curves["chunked"]
+
+
+def loss_alone_chunked(hidden, weight, labels, bias=None, *, chunk_size=None, ignore_index=-100, shift=False):
+    """Chunking the loss alone: the full logits from one matmul, then cross-entropy chunk by chunk (each chunk
+    upcast on its own).  Same value as the naive path; the ``[tokens, vocab]`` logits and their gradient exist."""
+    import torch.nn.functional as F
+
+    from ..causal_lm import next_token_labels
+
+    if shift:
+        labels = next_token_labels(labels, ignore_index)
+    h, y = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
+    logits = h @ weight.T if bias is None else torch.addmm(bias, h, weight.T)  # [tokens, vocab]
+    c = chunk_size or hidden.shape[-1]
+    total = sum(F.cross_entropy(logits[s:s + c].float(), y[s:s + c], ignore_index=ignore_index, reduction="sum")
+                for s in range(0, h.shape[0], c))
+    return total / (y != ignore_index).sum()
+
+
+def chunked_cases(seed: int = 0, dtype=torch.float32) -> list[dict]:
+    """Keyword cases for ``chunked_cross_entropy`` (hidden first, so checks differentiate it): rows padded by
+    different amounts, chunk sizes that split sequences and do not divide the token count."""
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for batch, seq, hidden, vocab, chunk in [(2, 9, 4, 11, 4), (3, 7, 8, 23, 5), (1, 12, 6, 17, 12), (2, 5, 3, 7, 1)]:
+        h = torch.randn(batch, seq, hidden, generator=g, dtype=dtype)
+        w = torch.randn(vocab, hidden, generator=g, dtype=dtype) / hidden**0.5
+        b = torch.randn(vocab, generator=g, dtype=dtype) * 0.1
+        labels = torch.randint(0, vocab, (batch, seq), generator=g)
+        for row in range(batch):
+            labels[row, seq - row * 2:] = -100  # row r ends in 2r padding positions
+        cases.append(dict(hidden=h, weight=w, labels=labels, bias=b, chunk_size=chunk, shift=True))
+    return cases
