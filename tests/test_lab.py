@@ -545,7 +545,7 @@ def expected_weights_12(history):
 CHAPTERS = [
     Chapter("01_cross_entropy.ipynb", ("lossbook.widgets.LogitExplorer(", "lossbook.widgets.ShapeTracer("), [
         Explorer("LogitExplorer", "z0", {"z0": 2.0, "z1": 1.0, "z2": 0.1, "z3": -1.0, "target y": "cat"},
-                 [{"z1": Keys(1.7, 0.1)}, {"target y": "car", "z3": 2.5}, {"z0": Keys(1.5, 0.1)}],
+                 [{"z1": Keys(1.7, 0.1)}, {"target y": "car", "z3": 2.5, "z2": -0.4}, {"z0": Keys(1.5, 0.1)}],
                  shown_logits, expected_logits),
         Explorer("ShapeTracer", "vocab", {"batch": 2, "seq": 6, "vocab": 8, "padding": 1},
                  [{"batch": 3, "seq": 8}, {"vocab": 20, "padding": 4}], shown_shapes_01, expected_shapes_01),
@@ -609,7 +609,8 @@ CHAPTERS = [
                  {"ranks": 2, "micro-batches": 1, "rank 0 tokens": 19, "other ranks": 112,
                   "recipe": _recipe_label("per_rank_mean")},
                  [{"recipe": _recipe_label("global_count"), "ranks": 3},
-                  {"micro-batches": 3, "rank 0 tokens": 5, "recipe": _recipe_label("no_world_size_factor")}],
+                  {"micro-batches": 3, "rank 0 tokens": 5, "other ranks": 64,
+                   "recipe": _recipe_label("no_world_size_factor")}],
                  shown_weights_12, expected_weights_12, main="total"),
     ]),
 ]
