@@ -982,3 +982,33 @@ def test_nudged_changes_the_last_printed_digit():
         nudged(["nan", "0"])
 
 
+def test_lab_sh_roots_jupyterlab_at_the_repository_and_opens_chapter_00():
+    """`bash scripts/lab.sh` serves the whole repository (links to notebooks/... and the lossbook/ source work
+    inside Lab) and its default page is chapter 00. Run for real, without a browser, on a free local port."""
+    require("jupyterlab", "the README's lab command starts JupyterLab")
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(ROOT / "tests" / "artifacts" / "lab-sh-config"))
+    server = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "lab.sh"), "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+         f"--IdentityProvider.token={token}", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + SERVER_START_S
+        while True:
+            try:
+                _get(f"{base}/api/status?token={token}")
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, "lab.sh did not start JupyterLab"
+                time.sleep(1)
+        with urllib.request.urlopen(f"{base}/api/contents?token={token}", timeout=10) as response:
+            top = {item["name"] for item in json.load(response)["content"]}
+        assert {"notebooks", "lossbook", "README.md"} <= top, top  # the repository, not notebooks/
+        assert _get(f"{base}/api/contents/lossbook/reward.py?token={token}") == 200
+        request = urllib.request.Request(f"{base}/?token={token}")
+        with urllib.request.urlopen(request, timeout=10) as response:  # follows the redirect to the default URL
+            assert response.url.split("?")[0] == f"{base}/lab/tree/notebooks/00_how_to_read_this_book.ipynb"
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
