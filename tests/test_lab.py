@@ -542,6 +542,94 @@ def expected_weights_12(history):
             "summary": f"N = {n} tokens; {s['recipe']}: total weight {total:.4f} ({verdict})"}
 
 
+# -- chapter 09 -----------------------------------------------------------------------------------------------------
+def shown_variants_09(dom):
+    return {"loss": dom["loss"], "weight": re.search(r"weight = ([+-]\d+\.\d+)", dom["paras"][0]).group(1)}
+
+
+def expected_variants_09(history):
+    from lossbook.dpo import dpo_loss
+
+    s = merged(history)
+    t, beta, e = s["loss_type"], float(s["beta"]), float(s["smoothing"])
+    m = torch.tensor([s["margin m"]], dtype=torch.float64, requires_grad=True)  # [1]: one pair's reward margin
+    zero = torch.zeros_like(m)
+    kw = {"chosen_lengths": torch.ones_like(zero), "rejected_lengths": torch.ones_like(zero)} \
+        if t in ("ipo", "sigmoid_norm") else {}
+    losses, _, _ = dpo_loss(m / (2 * beta), -m / (2 * beta), zero, zero, beta=beta, loss_type=t,
+                            label_smoothing=e, **kw)  # log-ratios split symmetrically, as the explorer does
+    (grad,) = torch.autograd.grad(losses.sum(), m)
+    return {"loss": f"{losses[0].item():.4f}", "weight": f"{-grad[0].item():+.4f}"}
+
+
+def shown_logps_09(dom):
+    return {"loss": dom["loss"], "summary": dom["paras"][0], "shapes": [r[1] for r in _body(dom["tables"][0])],
+            "log p": dom["tables"][1][3][1:]}
+
+
+def expected_logps_09(history):
+    from lossbook.bugzoo.dpo import unshifted_gather
+    from lossbook.dpo import sequence_logps
+
+    s = merged(history)
+    p, c, pad, vocab = s["prompt"], s["completion"], s["padding"], 6
+    seq = p + c + pad
+    g = torch.Generator().manual_seed(0)
+    logits = 2 * torch.randn(1, seq, vocab, generator=g, dtype=torch.float64)  # [1, seq, vocab]
+    labels = torch.randint(1, vocab, (1, seq), generator=g)  # [1, seq]
+    labels[0, p + c:] = -100
+    mask = torch.zeros(1, seq, dtype=torch.long)
+    mask[0, p:p + c] = 1
+    logp = sequence_logps(logits, labels, mask)[0].item()
+    scored = (mask[0, 1:] == 1) & (labels[0, 1:] != -100)  # [seq - 1]
+    log_probs = logits[0, :-1].log_softmax(-1)
+    row = [f"{float(log_probs[t, labels[0, t + 1]]):.2f}" if scored[t] else "·" for t in range(seq - 1)] + ["·"]
+    return {"loss": f"{logp:.4f}",
+            "summary": f"{int(scored.sum())} scored tokens; sequence_logps = {logp:.4f}; seed 001's unshifted "
+                       f"gather on the same logits = {unshifted_gather(logits, labels, mask)[0].item():.4f}",
+            "shapes": [str(x) for x in ([1, seq, vocab], [1, seq - 1, vocab], [1, seq - 1], [1, seq - 1, 1],
+                                        [1, seq - 1], [1])],
+            "log p": row}
+
+
+CHAPTER_09 = Chapter("09_dpo.ipynb", ("dpo.VariantExplorer(", "dpo.LogpsTracer("), [
+    # beta is a FloatLogSlider (step 0.05 in log10): type values on its grid (1.0, 0.01), or the slider snaps them
+    Explorer("VariantExplorer", "loss_type", {"loss_type": "sigmoid", "beta": 0.1, "smoothing": 0.0, "margin m": 1.0},
+             [{"margin m": Keys(2.0, 0.25)}, {"loss_type": "ipo", "beta": 1.0},
+              {"loss_type": "robust", "smoothing": 0.2, "beta": 0.01}],
+             shown_variants_09, expected_variants_09),
+    Explorer("LogpsTracer", "completion", {"prompt": 3, "completion": 4, "padding": 2},
+             [{"completion": 6, "padding": 0}, {"prompt": Keys(1, 1)}], shown_logps_09, expected_logps_09),
+])
+
+
+# -- chapter 11 -----------------------------------------------------------------------------------------------------
+def shown_memory_11(dom):
+    return {"rows": _body(dom["tables"][0])}
+
+
+def expected_memory_11(history):
+    from lossbook.demos.memory import peak_memory, predicted_peak
+    from lossbook.widgets.memory import _mib
+
+    s = merged(history)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[s["dtype"]]
+    chunk = None if s["chunk"].startswith("H") else int(s["chunk"])
+    args = (int(s["batch B"]), int(s["seq T"]), int(s["vocab V"]), int(s["hidden H"]), dtype, chunk)
+    measured, predicted = peak_memory(*args), predicted_peak(*args)  # tracked on the meta device, as the widget
+    return {"rows": [[name, _mib(predicted[name]), _mib(measured[name])] for name in ("naive", "chunked")]}
+
+
+CHAPTER_11 = Chapter("11_memory.ipynb", ("memory.MemoryExplorer(",), [
+    Explorer("MemoryExplorer", "vocab V",
+             {"batch B": 1, "seq T": "2048", "vocab V": "128256", "hidden H": "256", "dtype": "float32",
+              "chunk": "H (default)"},
+             [{"batch B": 4, "seq T": "512", "chunk": "128"},
+              {"vocab V": "32000", "hidden H": "1024", "dtype": "bfloat16"}],
+             shown_memory_11, expected_memory_11, main="rows"),
+])
+
+
 CHAPTERS = [
     Chapter("01_cross_entropy.ipynb", ("lossbook.widgets.LogitExplorer(", "lossbook.widgets.ShapeTracer("), [
         Explorer("LogitExplorer", "z0", {"z0": 2.0, "z1": 1.0, "z2": 0.1, "z3": -1.0, "target y": "cat"},
@@ -604,6 +692,8 @@ CHAPTERS = [
                  [{"distance": 6.0}, {"log10 lambda": 1.5, "distance": Keys(2.5, 0.25)}],
                  shown_uncertainty_08, expected_uncertainty_08, main="mean"),
     ]),
+    CHAPTER_09,
+    CHAPTER_11,
     Chapter("12_distributed.ipynb", ("distributed.TokenWeights(",), [
         Explorer("TokenWeights", "recipe",
                  {"ranks": 2, "micro-batches": 1, "rank 0 tokens": 19, "other ranks": 112,
