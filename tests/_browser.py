@@ -31,6 +31,7 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 NON_LOCAL = re.compile(r"^(?!(?:https?|wss?)://(?:127\.0\.0\.1|localhost|\[::1\])(?::\d+)?(?:[/?#]|$)"
                        r"|(?:data|blob|file|about):)")
 LOCAL_SCHEMES = {"data", "blob", "about", "file"}
+_GUARDS: dict = {}  # id(page) -> the Guard watching it, so that visit() can tell it the test navigates
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
@@ -65,6 +66,8 @@ class Guard:
     def __init__(self, context, allow_console=()):
         self.problems: list[str] = []
         self.allow_console = tuple(allow_console)
+        self.in_flight: set = set()  # requests sent and not yet finished or failed
+        self.left_behind: set = set()  # requests still in flight when the test itself navigated away
         context.route(NON_LOCAL, self._route)
         context.on("page", self.watch)
         for page in context.pages:
@@ -81,14 +84,25 @@ class Guard:
     def watch(self, page):
         page.on("console", self._console)
         page.on("pageerror", lambda err: self.problems.append(f"uncaught page error: {err}"))
+        page.on("request", lambda request: self.in_flight.add(request))
+        page.on("requestfinished", lambda request: self.in_flight.discard(request))
         page.on("requestfailed", self._failed)
         page.on("response", self._response)
+        _GUARDS[id(page)] = self
+
+    def leave(self):
+        """The test is about to navigate: requests still in flight will be aborted by the browser because of
+        that (a late favicon, a font), not because the page failed; those aborts are not recorded."""
+        self.left_behind |= self.in_flight
 
     def _console(self, message):
         if message.type == "error" and not any(a in message.text for a in self.allow_console):
             self.problems.append(f"console error: {message.text} at {message.location.get('url')}")
 
     def _failed(self, request):
+        self.in_flight.discard(request)
+        if request in self.left_behind and "ERR_ABORTED" in (request.failure or ""):
+            return  # aborted because the test navigated away (see leave), not a failure of the page
         if is_local(request.url):  # the refused ones are recorded by _route already
             self.problems.append(f"failed request: {request.url} ({request.failure})")
 
@@ -105,9 +119,15 @@ def visit(page, url: str):
 
     ``page.goto`` returns at the ``load`` event, when a font, the favicon or a script's late fetch may still be in
     flight; going on to the next page would then abort them (``net::ERR_ABORTED``), which the guard rightly
-    records as failed requests.  Waiting for the network to settle removes that race without hiding a real
-    failure: a request that fails on its own still fails.
+    records as failed requests.  Waiting for the network to settle removes most of that race; Chromium still asks
+    for the favicon lazily, after the network has settled, so the guard is told that the test is leaving
+    (``Guard.leave``): requests of the old page that are then aborted (``ERR_ABORTED``) are not failures.  A
+    request that fails on its own (an HTTP error, a refused connection, an abort the test did not cause) still
+    fails.
     """
+    guard = _GUARDS.get(id(page))
+    if guard is not None:
+        guard.leave()  # a late request of the page being left (Chromium asks for the favicon after load) is aborted
     response = page.goto(url)
     page.wait_for_load_state("networkidle")
     return response

@@ -324,6 +324,17 @@ def test_moving_on_before_the_network_settles_aborts_requests_and_visit_waits(br
             outcomes[name] = list(guard.problems)
     assert any("late.txt" in p and "ERR_ABORTED" in p for p in outcomes["goto"]), outcomes
     assert outcomes["visit"] == [], outcomes
+    # an abort the test did not cause is still a failure: the page itself cancels a request it started
+    (tmp_path / "cancel.html").write_text(
+        "<html><body><script>const c = new AbortController(); fetch('late.txt', {signal: c.signal}).catch(() => 0);"
+        "setTimeout(() => c.abort(), 200);</script></body></html>")
+    with serve(tmp_path, slow=("/late.txt",), delay=1.5) as url:
+        context = browser.new_context()
+        guard = Guard(context)
+        page = context.new_page()
+        visit(page, url + "cancel.html")
+        context.close()
+    assert any("late.txt" in p and "ERR_ABORTED" in p for p in guard.problems), guard.problems
 
 
 def test_no_table_is_wider_than_the_reading_column(book_url, guarded):

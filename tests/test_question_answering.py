@@ -309,3 +309,13 @@ def test_half_precision_heads_do_not_overflow_and_errors_name_the_head(hf_loss_u
     assert torch.isinf(hf_loss_utils.ForQuestionAnsweringLoss(start, end, starts, ends))
     with pytest.raises(ValueError, match=r"weight must have shape \[64\] \(one weight per class of start_logits"):
         question_answering_loss(start.float(), end.float(), starts, ends, weight=torch.ones(3))
+
+
+def test_short_documents_ask_only_about_keys_they_hold():
+    """A document too short for every key block asks about a placed key (the gold span was once left unset)."""
+    vocab = demo.SpanVocab()
+    ids, starts, ends = demo.make_span_data(200, seq=16, document=20)
+    assert ((starts >= 4) & (starts <= ends) & (ends < 23)).all()  # inside the document, never garbage
+    for row, s in zip(ids, starts):
+        if s - 1 < 16:
+            assert vocab.marker(0) <= int(row[s - 1]) < vocab.marker(0) + vocab.keys  # a key's marker precedes it

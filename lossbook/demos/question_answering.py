@@ -97,7 +97,10 @@ def make_span_data(
         # non-overlapping slots for the key blocks, in random order
         shift = int(torch.randint(0, block, (1,), generator=g))  # so the window edge cuts blocks anywhere
         slots = torch.randperm((document - shift) // block, generator=g)[: vocab.keys].tolist()
-        asked = int(torch.randint(0, vocab.keys, (1,), generator=g))
+        if not slots:
+            raise ValueError(f"document ({document}) is too short for one key block of {block} tokens")
+        # ask about a key that was placed (a short document holds fewer blocks than there are keys)
+        asked = int(torch.randint(0, len(slots), (1,), generator=g))
         for k, slot in enumerate(slots):
             length = int(torch.randint(1, max_answer + 1, (1,), generator=g))
             at = shift + slot * block + int(torch.randint(0, block - length - 1, (1,), generator=g))
