@@ -12,6 +12,7 @@ fails the build. After the build, every page is checked for a resource that woul
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
 import http.server
 import re
@@ -117,6 +118,26 @@ def _static_stale(html_dir: Path) -> bool:
     return False
 
 
+FAVICON_LINK = re.compile(r'<link rel="icon" href="[^"]*favicon\.svg"\s*/?>')
+
+
+def inline_favicon(html_dir: Path) -> int:
+    """Put the favicon into every page as a data: URI; returns the number of pages changed.
+
+    Chromium fetches a page's icon lazily, after the page has loaded; moving to the next page then aborts that
+    request (which made a browser test flaky). Inline, the icon costs no request at all."""
+    data = base64.b64encode((BOOK / "favicon.svg").read_bytes()).decode()
+    link = f'<link rel="icon" href="data:image/svg+xml;base64,{data}"/>'
+    changed = 0
+    for page in Path(html_dir).rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        new = FAVICON_LINK.sub(link, text)
+        if new != text:
+            page.write_text(new, encoding="utf-8")
+            changed += 1
+    return changed
+
+
 def build(path_output: Path = BOOK, all_pages: bool = False, offline: bool = True) -> Path:
     """Build the book into path_output/_build/html and return that folder; raise if it fails or is not offline."""
     vendor.unpack(offline=offline)
@@ -130,6 +151,7 @@ def build(path_output: Path = BOOK, all_pages: bool = False, offline: bool = Tru
     if done.returncode != 0:
         raise RuntimeError(f"the book build failed ({' '.join(cmd)}):\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}")
     html_dir = Path(path_output) / "_build" / "html"
+    inline_favicon(html_dir)
     problems = offline_problems(html_dir)
     if problems:
         raise RuntimeError("the built book loads from outside itself:\n  " + "\n  ".join(problems))

@@ -371,3 +371,13 @@ def test_no_table_is_wider_than_the_reading_column(book_url, guarded):
         }""", name)
     assert not too_wide, "\n".join(too_wide)
     guard.assert_clean("the tables")
+
+
+def test_every_page_carries_its_favicon_inline(built_book):
+    """No page asks the server for its icon (Chromium fetches a linked icon lazily, after load, and leaving the
+    page aborts it): the icon is a data: URI in every page."""
+    for name in PAGES:
+        icons = re.findall(r'<link rel="icon" href="([^"]*)"', (built_book / f"{name}.html").read_text("utf-8"))
+        assert icons and all(i.startswith("data:image/svg+xml;base64,") for i in icons), name
+    for page in built_book.rglob("*.html"):  # nor does any other built page link the icon file
+        assert not re.search(r'<link rel="icon" href="(?!data:)', page.read_text(encoding="utf-8")), page
