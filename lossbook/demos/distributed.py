@@ -304,7 +304,7 @@ def launch(modes, *, nproc: int = 2, steps: int = 1, micro_batches: int = 1, eva
                 break
         if proc.returncode != 0:
             raise RuntimeError(f"torchrun {modes} exited with {proc.returncode}; output:\n{output}")
-        ranks = [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=False) for r in range(nproc)]
+        ranks = [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=True) for r in range(nproc)]  # tensors, numbers
     names = [m.split(":")[0] for m in modes]
     return RunResult(proc.returncode, output, {m: [ranks[r][m] for r in range(nproc)] for m in names}, seconds)
 
