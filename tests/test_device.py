@@ -50,3 +50,26 @@ def test_seed_everything_repeats_every_generator():
 def test_seed_must_be_int():
     with pytest.raises(TypeError, match="seed must be an int"):
         seed_everything(1.5)
+
+
+def test_pin_threads_defaults_to_one_and_honours_the_variable_and_argument(monkeypatch):
+    import torch
+
+    from lossbook import pin_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("LOSSBOOK_THREADS", raising=False)
+        torch.set_num_threads(2)
+        assert pin_threads() == 1 == torch.get_num_threads()
+        monkeypatch.setenv("LOSSBOOK_THREADS", "2")
+        assert pin_threads() == 2 == torch.get_num_threads()
+        assert pin_threads(1) == 1
+        for bad in ("0", "two", "-1"):
+            monkeypatch.setenv("LOSSBOOK_THREADS", bad)
+            with pytest.raises(ValueError, match="LOSSBOOK_THREADS"):
+                pin_threads()
+        with pytest.raises(ValueError, match="threads must be a positive int"):
+            pin_threads(0)
+    finally:
+        torch.set_num_threads(before)
