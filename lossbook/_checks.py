@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 
@@ -18,6 +19,8 @@ __all__ = [
     "check_position_labels",
     "check_ignore_index",
     "check_count",
+    "torch_checks_values",
+    "SMALL",
 ]
 
 
@@ -43,6 +46,8 @@ def check_float(name: str, t) -> torch.Tensor:
 
 def check_integer(name: str, t, what: str = "class indices") -> torch.Tensor:
     check_tensor(name, t)
+    if t.dtype is torch.long:  # the common case, decided without three dtype queries
+        return t
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(
             f"{name} must hold integer {what} (torch.long), got dtype {t.dtype} with shape {shape_str(t)}; "
@@ -57,20 +62,35 @@ def check_rank(name: str, t: torch.Tensor, ranks: tuple[int, ...], dims: str) ->
     return t
 
 
-def check_in_range(name: str, target: torch.Tensor, classes: int, ignore_index: int, what: str = "class index") -> None:
+def check_in_range(name: str, target: torch.Tensor, classes: int, ignore_index: int, what: str = "class index",
+                   shape_of: torch.Tensor | None = None) -> None:
     """Every value of ``target`` in ``[0, classes)`` or equal to ``ignore_index``; the error names the bad one.
 
-    Cheap on purpose (it runs on every call of every loss): the ignored positions are set to 0 (a valid class)
-    in one elementwise pass (skipped when ``ignore_index`` is itself a class), the minimum and maximum are found in
-    one reduction and read together: one host-device synchronisation on an accelerator, no boolean-index copy
-    (which would synchronise too).
+    Cheap on purpose (it runs on every call of a loss on an accelerator): the ignored positions are set to 0 (a
+    valid class) in one elementwise pass (skipped when ``ignore_index`` is itself a class), the minimum and maximum
+    are found in one reduction and read together: one host-device synchronisation on an accelerator, no
+    boolean-index copy (which would synchronise too).  A small CPU tensor is read into Python instead (a few
+    microseconds, where three tensor operations would cost tens).  ``shape_of``: the tensor whose shape the message
+    shows (default ``target``), when ``target`` is a slice of what the caller passed.
     """
     if target.numel() == 0 or target.device.type == "meta":  # a meta tensor has a shape and no values
+        return
+    shown = target if shape_of is None else shape_of
+    if target.device.type == "cpu" and target.numel() <= SMALL:
+        values = target.tolist()  # nested lists: cheaper than a reshape on a tensor this small
+        for _ in range(target.dim() - 1):
+            values = list(itertools.chain.from_iterable(values))
+        if target.dim() == 0:
+            values = [values]
+        bad = [v for v in values if v != ignore_index and not 0 <= v < classes]
+        if bad:
+            low = min(bad)
+            _out_of_range(name, shown, classes, ignore_index, what, low if low < 0 else max(bad))
         return
     if classes < 1:  # no class is valid, so 0 cannot stand in for an ignored position
         kept = target[target != ignore_index]
         if kept.numel():
-            _out_of_range(name, target, classes, ignore_index, what, int(kept.min()))
+            _out_of_range(name, shown, classes, ignore_index, what, int(kept.min()))
         return
     if not 0 <= ignore_index < classes:  # an ignored position would look out of range: count it as class 0
         target = target.masked_fill(target == ignore_index, 0)
@@ -80,7 +100,23 @@ def check_in_range(name: str, target: torch.Tensor, classes: int, ignore_index: 
     else:
         low, high = torch.stack((low, high)).tolist()  # one synchronisation
     if low < 0 or high >= classes:
-        _out_of_range(name, target, classes, ignore_index, what, low if low < 0 else high)
+        _out_of_range(name, shown, classes, ignore_index, what, low if low < 0 else high)
+
+
+SMALL = 128  # up to this many CPU values, a Python scan beats three small tensor kernels
+
+
+def torch_checks_values(*tensors: torch.Tensor) -> bool:
+    """True when every tensor lives on the CPU, where PyTorch's cross-entropy itself raises ``IndexError`` for a
+    scored target outside ``[0, classes)`` (and never reads an ignored one).  There lossbook does not pre-check
+    the label values: it lets PyTorch check them during the loss, at no extra cost, and only when PyTorch raises
+    runs :func:`check_in_range` to replace PyTorch's terse message with one naming the argument, the value and
+    the shape.  On an accelerator an out-of-range target is a device-side assert that poisons the process, so
+    there the values are checked before the loss (one synchronisation)."""
+    for t in tensors:
+        if not t.is_cpu:
+            return False
+    return True
 
 
 def _out_of_range(name, target, classes, ignore_index, what, bad) -> None:
@@ -105,20 +141,26 @@ def check_vocab_size(vocab_size, logits: torch.Tensor) -> None:
         )
 
 
-def check_position_labels(name: str, labels, logits: torch.Tensor, ignore_index, what: str = "token id") -> None:
+def check_position_labels(name: str, labels, logits: torch.Tensor, ignore_index, what: str = "token id",
+                          values: bool = True) -> None:
     """One integer label per position of ``logits`` [..., classes]: shape ``logits.shape[:-1]``, each value a
-    class of the last dim or ``ignore_index`` (an int)."""
+    class of the last dim or ``ignore_index`` (an int).  ``values=False``: the dtype and shape only (the caller has
+    the values checked by the loss itself, see :func:`torch_checks_values`)."""
     check_integer(name, labels, f"{what}s")
     if labels.shape != logits.shape[:-1]:
         raise ValueError(
             f"{name} must have shape {list(logits.shape[:-1])} (logits {shape_str(logits)} without the last "
             f"dim: one {what} or ignore_index per position), got {shape_str(labels)}"
         )
-    check_in_range(name, labels, logits.shape[-1], check_ignore_index(ignore_index), what)
+    ignore_index = check_ignore_index(ignore_index)
+    if values:
+        check_in_range(name, labels, logits.shape[-1], ignore_index, what)
 
 
 def check_ignore_index(ignore_index, name: str = "ignore_index") -> int:
     """An ``int`` (Python or numpy integer, not bool): the label value that marks an ignored position."""
+    if type(ignore_index) is int:  # the common case, without the slower abstract-class check below
+        return ignore_index
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
         raise TypeError(f"{name} must be an int (the label value of ignored positions, usually -100), "
                         f"got {type(ignore_index).__name__}")

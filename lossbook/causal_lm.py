@@ -9,7 +9,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_float, check_ignore_index, check_integer, check_position_labels, check_vocab_size, shape_str
+from ._checks import (
+    SMALL,
+    check_float,
+    check_ignore_index,
+    check_in_range,
+    check_integer,
+    check_position_labels,
+    check_vocab_size,
+    shape_str,
+    torch_checks_values,
+)
 from .cross_entropy import per_position_cross_entropy
 
 __all__ = ["causal_lm_loss", "next_token_labels"]
@@ -26,7 +36,12 @@ def next_token_labels(labels: torch.Tensor, ignore_index: int = -100) -> torch.T
     check_integer("labels", labels, "token ids")
     if labels.dim() == 0:
         raise ValueError("labels must have a sequence dimension (shape [..., seq]), got a 0-dim tensor")
-    padded = F.pad(labels.long(), (0, 1), value=check_ignore_index(ignore_index))  # [..., seq + 1]
+    return _shift(labels, check_ignore_index(ignore_index))
+
+
+def _shift(labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """``next_token_labels`` of checked labels (integer, at least 1-d) and an int ``ignore_index``."""
+    padded = F.pad(labels.long(), (0, 1), value=ignore_index)  # [..., seq + 1]
     return padded[..., 1:].contiguous()  # [..., seq]
 
 
@@ -77,12 +92,20 @@ def causal_lm_loss(
     if logits.dim() < 2:
         raise ValueError(f"logits must be [batch, seq, vocab] (or [seq, vocab]), got shape {shape_str(logits)}")
     check_vocab_size(vocab_size, logits)
+    ignore_index = check_ignore_index(ignore_index)
     if shift_labels is None:
         if labels is None:
             raise TypeError("causal_lm_loss needs labels (unshifted) or shift_labels (already shifted), got neither")
-        check_position_labels("labels", labels, logits, ignore_index)
-        shift_labels = next_token_labels(labels, ignore_index)  # [batch, seq]
+        name = "labels"
+        deferred = torch_checks_values(logits, labels)  # on the CPU the loss's own kernel checks the values
+        check_position_labels(name, labels, logits, ignore_index, values=not deferred)
+        if deferred:  # the loss scores labels[..., 1:]: the first label of each sequence is checked here
+            first = labels if labels.numel() <= SMALL else labels.select(-1, 0)  # all of a small batch: cheaper
+            check_in_range(name, first, logits.shape[-1], ignore_index, "token id", shape_of=labels)
+        shift_labels = _shift(labels, ignore_index)  # [batch, seq]
     else:
-        check_position_labels("shift_labels", shift_labels, logits, ignore_index)
-    return per_position_cross_entropy(logits, shift_labels, num_items_in_batch, ignore_index,
-                                      labels_checked=True, **kwargs)  # []
+        name = "shift_labels"
+        deferred = torch_checks_values(logits, shift_labels)
+        check_position_labels(name, shift_labels, logits, ignore_index, values=not deferred)
+    return per_position_cross_entropy(logits, shift_labels, num_items_in_batch, ignore_index, ("logits", name),
+                                      labels_checked=not deferred, shapes_checked=True, **kwargs)  # []

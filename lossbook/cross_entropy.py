@@ -18,6 +18,7 @@ from ._checks import (
     check_rank,
     check_tensor,
     shape_str,
+    torch_checks_values,
 )
 
 __all__ = ["fixed_cross_entropy", "per_position_cross_entropy"]
@@ -81,18 +82,25 @@ def fixed_cross_entropy(
       indices in ``[0, classes)`` or ``ignore_index``, and a logits tensor of
       rank 3 is refused: flatten ``[batch, seq, vocab]`` to
       ``[batch*seq, vocab]`` first, as the task losses of chapters 02-06 do.
-      The label range check reads the labels' minimum and maximum, one
-      synchronisation on an accelerator.
+      The label values are checked once per call: on the CPU by PyTorch's
+      own kernel during the loss (no extra tensor operation; lossbook re-reads
+      the labels for a clear message only when that kernel raises), on an
+      accelerator before the loss, reading the labels' minimum and maximum
+      together (one synchronisation).  tests/test_overhead.py pins both.
     """
     return _cross_entropy(source, target, num_items_in_batch, ignore_index, kwargs)
 
 
 def _cross_entropy(source, target, num_items_in_batch, ignore_index, kwargs, names=("source", "target"),
-                   labels_checked=False):
+                   labels_checked=False, what="class index", shown=None):
     """``fixed_cross_entropy`` with the caller's argument names in its errors (``names``: logits, labels).
 
     ``labels_checked=True``: the caller has already range-checked ``target`` (or made it valid, e.g. by
     clamping), so the value check, the one host-device synchronisation of a call, is not repeated.
+    Otherwise the values are checked once: before the loss on an accelerator; on the CPU by PyTorch's own
+    kernel during the loss, and re-checked by lossbook for a clear message only if it raises
+    (:func:`lossbook._checks.torch_checks_values`).  ``what``: the name of one label in messages; ``shown``: the
+    tensor whose shape messages show (the caller's labels, before flattening).
     """
     source_name, target_name = names
     check_float(source_name, source)
@@ -105,13 +113,35 @@ def _cross_entropy(source, target, num_items_in_batch, ignore_index, kwargs, nam
             f"{target_name} must have shape {list(expected)} to match {source_name} {shape_str(source)} "
             f"(one class index per row of logits), got {shape_str(target)}"
         )
-    classes = source.shape[-1]
-    if not labels_checked:
-        check_in_range(target_name, target, classes, ignore_index)  # one synchronisation on an accelerator
-    extra = _forwarded_kwargs(kwargs, source, source_name)
-    denominator = None if num_items_in_batch is None else check_count("num_items_in_batch", num_items_in_batch)
-    target = target.to(device=source.device, dtype=torch.long)
+    deferred = not labels_checked and torch_checks_values(source, target)  # PyTorch's CPU kernel checks them
+    if not labels_checked and not deferred:
+        check_in_range(target_name, target, source.shape[-1], ignore_index, what)  # one sync on an accelerator
+    return _score(source, target, num_items_in_batch, ignore_index, kwargs, source_name, target_name, deferred,
+                  what, shown)
 
+
+def _score(source, target, num_items_in_batch, ignore_index, kwargs, source_name, target_name, deferred, what,
+           shown):
+    """The loss of checked inputs (``source`` [items, classes] or [classes] floating, ``target`` integer of the
+    matching shape, ``ignore_index`` an int).  ``deferred``: the label values are not checked yet, PyTorch's CPU
+    kernel checks them during the loss and, if it raises, lossbook re-checks them for a clear message."""
+    extra = _forwarded_kwargs(kwargs, source, source_name) if kwargs else kwargs
+    denominator = None if num_items_in_batch is None else check_count("num_items_in_batch", num_items_in_batch)
+    if target.dtype is not torch.long or target.device != source.device:
+        target = target.to(device=source.device, dtype=torch.long)
+    try:
+        return _reduce(source, target, denominator, ignore_index, extra)  # []
+    except IndexError:  # PyTorch's "Target 7 is out of bounds."
+        if not deferred:
+            raise
+        try:
+            check_in_range(target_name, target, source.shape[-1], ignore_index, what, shape_of=shown)
+        except ValueError as clear:
+            raise clear from None  # the clear message, without PyTorch's terse one chained to it
+        raise
+
+
+def _reduce(source, target, denominator, ignore_index, extra):
     if source.dtype in (torch.float16, torch.bfloat16):
         return _half_cross_entropy(source, target, denominator, ignore_index, extra)  # []
     if denominator is None:
@@ -178,6 +208,8 @@ def per_position_cross_entropy(
     ignore_index: int = -100,
     names: tuple[str, str] = ("logits", "labels"),
     labels_checked: bool = False,
+    what: str = "token id",
+    shapes_checked: bool = False,
     **kwargs,
 ) -> torch.Tensor:
     """The shared tail of the token-level task losses (causal LM, masked LM, token classification).
@@ -187,11 +219,20 @@ def per_position_cross_entropy(
     runs); both are flattened with ``reshape`` (a view for contiguous logits; upstream's ``view`` raises on
     non-contiguous ones) and scored by :func:`fixed_cross_entropy`; errors name the caller's arguments
     (``names``).  ``labels_checked=True``: the caller has range-checked the labels (with
-    ``check_position_labels``), so the check is not run twice.
+    ``check_position_labels``), so the check is not run twice; otherwise it runs here once (on the CPU by
+    PyTorch's kernel, see ``_cross_entropy``), naming a label a ``what``.  ``shapes_checked=True``: the caller
+    has checked the dtypes, the shapes (``labels.shape == logits.shape[:-1]``) and ``ignore_index`` (an int),
+    so they are not checked again.
     """
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # upcast: the softmax needs float32's mantissa
     flat_logits = logits.reshape(-1, logits.shape[-1])  # [items, classes]
-    flat_labels = labels.reshape(-1).to(flat_logits.device)  # [items]
-    return _cross_entropy(flat_logits, flat_labels, num_items_in_batch, ignore_index, kwargs, names,
-                          labels_checked)  # []
+    flat_labels = labels.reshape(-1)  # [items]
+    if not shapes_checked:
+        return _cross_entropy(flat_logits, flat_labels.to(flat_logits.device), num_items_in_batch, ignore_index,
+                              kwargs, names, labels_checked, what, shown=labels)  # []
+    deferred = not labels_checked and torch_checks_values(flat_logits, flat_labels)
+    if not labels_checked and not deferred:
+        check_in_range(names[1], flat_labels, flat_logits.shape[-1], ignore_index, what, shape_of=labels)
+    return _score(flat_logits, flat_labels, num_items_in_batch, ignore_index, kwargs, names[0], names[1], deferred,
+                  what, labels)  # []

@@ -13,7 +13,15 @@ from typing import NamedTuple
 
 import torch
 
-from ._checks import check_float, check_integer, check_position_labels, check_vocab_size, shape_str
+from ._checks import (
+    check_float,
+    check_ignore_index,
+    check_integer,
+    check_position_labels,
+    check_vocab_size,
+    shape_str,
+    torch_checks_values,
+)
 from .cross_entropy import per_position_cross_entropy
 
 __all__ = ["masked_lm_loss", "Masking", "sample_masking", "mask_tokens", "mask_then_score"]
@@ -62,9 +70,11 @@ def masked_lm_loss(
     if logits.dim() < 2:
         raise ValueError(f"logits must be [batch, seq, vocab] (or [seq, vocab]), got shape {shape_str(logits)}")
     check_vocab_size(vocab_size, logits)
-    check_position_labels("labels", labels, logits, ignore_index)  # named and shaped as the caller passed them
-    return per_position_cross_entropy(logits, labels, num_items_in_batch, ignore_index, labels_checked=True,
-                                      **kwargs)  # []
+    ignore_index = check_ignore_index(ignore_index)
+    deferred = torch_checks_values(logits, labels)  # on the CPU the loss's own kernel checks the values
+    check_position_labels("labels", labels, logits, ignore_index, values=not deferred)
+    return per_position_cross_entropy(logits, labels, num_items_in_batch, ignore_index,
+                                      labels_checked=not deferred, shapes_checked=True, **kwargs)  # []
 
 
 class Masking(NamedTuple):

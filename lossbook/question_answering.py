@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_float, check_integer, check_tensor, shape_str
-from .cross_entropy import _cross_entropy
+from .cross_entropy import _score
 
 __all__ = ["question_answering_loss"]
 
@@ -82,10 +82,11 @@ def question_answering_loss(start_logits, end_logits, start_positions, end_posit
     end_positions = end_positions.clamp(0, ignored_index)  # [batch], in [0, seq]
 
     num_items = kwargs.pop("num_items_in_batch", None)
-    start_loss = _cross_entropy(start_logits, start_positions, num_items, ignored_index, kwargs,
-                                ("start_logits", "start_positions"), labels_checked=True)  # []
-    end_loss = _cross_entropy(end_logits, end_positions, num_items, ignored_index, kwargs,
-                              ("end_logits", "end_positions"), labels_checked=True)  # []
+    # shapes, dtypes and values are checked (clamped) above, so the two losses go straight to the scoring
+    start_loss = _score(start_logits, start_positions, num_items, ignored_index, kwargs, "start_logits",
+                        "start_positions", False, "token position", None)  # []
+    end_loss = _score(end_logits, end_positions, num_items, ignored_index, kwargs, "end_logits",
+                      "end_positions", False, "token position", None)  # []
     return (start_loss + end_loss) / 2  # []
 
 

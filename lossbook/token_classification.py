@@ -10,7 +10,7 @@ import numbers
 
 import torch
 
-from ._checks import check_float, check_position_labels, shape_str
+from ._checks import check_float, check_ignore_index, check_position_labels, shape_str, torch_checks_values
 from .cross_entropy import per_position_cross_entropy
 
 __all__ = ["token_classification_loss"]
@@ -73,5 +73,8 @@ def token_classification_loss(logits: torch.Tensor, labels: torch.Tensor, num_la
             f"logits must end in num_labels={num_labels} classes, got shape {shape_str(logits)}; "
             f"logits.view(-1, {num_labels}) would regroup the numbers of different tokens"
         )
-    check_position_labels("labels", labels, logits, kwargs.get("ignore_index", -100), what="tag")
-    return per_position_cross_entropy(logits, labels, labels_checked=True, **kwargs)  # []
+    ignore_index = check_ignore_index(kwargs.pop("ignore_index", -100))
+    deferred = torch_checks_values(logits, labels)  # on the CPU the loss's own kernel checks the values
+    check_position_labels("labels", labels, logits, ignore_index, what="tag", values=not deferred)
+    return per_position_cross_entropy(logits, labels, ignore_index=ignore_index, labels_checked=not deferred,
+                                      what="tag", shapes_checked=True, **kwargs)  # []
