@@ -44,3 +44,36 @@ def test_interleaved_timing_and_report(cpu, tmp_path):
     assert {k: len(v) for k, v in samples.items()} == {"a": 3, "b": 3}
     roof = suite.roofline(cpu, size_mb=4, n=128, repeats=2)
     assert roof["bandwidth"] > 0 and roof["flops"] > 0
+
+
+def test_goals_are_judged_from_the_rows_and_can_fail():
+    def row(group, size, impl, median_us, added_us, ratio, peak, diff=0.0):
+        return {"group": group, "size": size, "impl": impl, "median_us": 3 * median_us, "added_us": 0.0,
+                "ratio": 1.0, "min_us": median_us, "added_min_us": added_us, "ratio_min": ratio,  # judged on bests
+                "peak_vs_ref": peak, "max_abs_diff": diff, "atol": 1e-4}
+
+    results = [{"meta": {}},
+               row("causal_lm_loss", "2x16x64", "lossbook", 30, 5, 1.2, 1.0),       # small: added time decides
+               row("causal_lm_loss", "2x16x64", "upstream", 25, 0, 1.0, 1.0),      # not judged
+               row("masked_lm_loss", "2x16x64", "lossbook", 40, 12, 1.4, 1.0),      # 12 µs added: fails
+               row("causal_lm_loss", "8x512x32000", "lossbook", 3e5, 4e4, 1.15, 0.9),  # large: ratio, fails
+               row("causal_lm_loss", "8x512x32000", "torch", 3e5, 4e4, 1.15, 0.9),     # not judged
+               row("token_classification_loss", "4x128x9", "lossbook", 90, 2, 1.0, 1.5),  # memory fails
+               row("chunked_cross_entropy", "2048x256x128256", "chunked", 3e6, 1, 1.25, 0.05, 2e-4),
+               row("chunked_cross_entropy", "256x32x4096", "chunked", 3e3, 1, 9.0, 0.5),   # not the goal's size
+               {"group": "chunked_cross_entropy", "size": "2048x256x128256", "impl": "liger", "skipped": "no GPU"}]
+    verdicts = {(g["goal"], g["case"]): g["met"] for g in suite.goals(results)}
+    assert verdicts == {
+        ("added time (reference < 1 ms)", "causal_lm_loss 2x16x64"): True,
+        ("peak memory", "causal_lm_loss 2x16x64"): True,
+        ("added time (reference < 1 ms)", "masked_lm_loss 2x16x64"): False,
+        ("peak memory", "masked_lm_loss 2x16x64"): True,
+        ("time (reference >= 1 ms)", "causal_lm_loss 8x512x32000"): False,
+        ("peak memory", "causal_lm_loss 8x512x32000"): True,
+        ("added time (reference < 1 ms)", "token_classification_loss 4x128x9"): True,
+        ("peak memory", "token_classification_loss 4x128x9"): False,
+        ("chunked peak memory", "chunked_cross_entropy 2048x256x128256"): True,
+        ("chunked time", "chunked_cross_entropy 2048x256x128256"): False,
+        ("chunked equals naive", "chunked_cross_entropy 2048x256x128256"): False,
+    }
+    assert "6 of 11 met" in suite.goals_table(suite.goals(results))
