@@ -397,16 +397,20 @@ def expected_span_06(history):
     column = s["positions as [batch, 1]"]
     shape = (1, 1) if column else (1,)
     gold = (s["gold start"], s["gold end"])
-    starts, ends = torch.full(shape, gold[0]), torch.full(shape, gold[1])
+    inside = 0 <= gold[0] < seq and 0 <= gold[1] < seq
+    labelled = (0, 0) if s["cut-off answer → [CLS]"] and not inside else gold  # the recipe's "no answer"
+    starts, ends = torch.full(shape, labelled[0]), torch.full(shape, labelled[1])
     loss = lossbook.question_answering_loss(start_logits, end_logits, starts, ends)  # []
     loss.backward()
-    cs, ce = min(max(gold[0], 0), seq), min(max(gold[1], 0), seq)
+    cs, ce = min(max(labelled[0], 0), seq), min(max(labelled[1], 0), seq)
     heads = []
     for name, logits, position in (("start CE", start_logits, cs), ("end CE", end_logits, ce)):
         value = lossbook.fixed_cross_entropy(logits.detach(), torch.tensor([position]), ignore_index=seq).item()
         heads.append(f"{name} = nan (gold clamped to {position} = seq: ignored, 0 of 1 rows kept)"
                      if math.isnan(value) else f"{name} = {value:.4f}")
     note = f" → clamped to ({cs}, {ce})" if gold != (cs, ce) else ""
+    if labelled != gold:
+        note = " → not all in the window: labelled (0, 0), [CLS] = no answer (the recipe)"
     summary = f"gold (start, end) = {gold}{note}\n{heads[0]}; {heads[1]}\nloss = (start CE + end CE) / 2 = " \
               f"{loss.item():.4f}"
     ps, pe = start_logits.detach().softmax(-1)[0].tolist(), end_logits.detach().softmax(-1)[0].tolist()
@@ -667,9 +671,10 @@ CHAPTERS = [
     Chapter("06_question_answering.ipynb", ("question_answering.SpanExplorer(",), [
         Explorer("SpanExplorer", "sharpness",
                  {"predicted start": 11, "predicted end": 13, "sharpness": 3.0, "gold start": 11, "gold end": 13,
-                  "positions as [batch, 1]": False},
+                  "positions as [batch, 1]": False, "cut-off answer → [CLS]": True},
                  [{"predicted start": 9, "sharpness": 6.5, "gold start": 9, "gold end": 10},
-                  {"gold end": 18, "positions as [batch, 1]": True}, {"predicted end": Keys(15, 1)}],
+                  {"gold end": 18, "positions as [batch, 1]": True}, {"predicted end": Keys(15, 1)},
+                  {"cut-off answer → [CLS]": False}],
                  shown_span_06, expected_span_06, main="summary"),
     ]),
     Chapter("07_reward_models.ipynb", ("reward.RewardExplorer(", "reward.PreferenceShapes("), [
