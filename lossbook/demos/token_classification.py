@@ -268,12 +268,14 @@ def bio_entities(tags, names=TAGS) -> list[tuple[str, int, int]]:
 
 
 def entity_f1(gold, predicted) -> dict[str, float]:
-    """Micro precision, recall and F1 over entities (seqeval's ``classification_report`` "micro avg").
+    """Micro precision, recall and F1 over entities, as seqeval micro-averages them.
 
     ``gold`` and ``predicted`` are lists (one per sentence) of entity lists
     such as ``bio_entities`` returns.  An entity counts as found only if its
-    type and both ends match; a predicted entity repeated counts once as found
-    and then as a false positive.
+    type and both ends match.  A predicted entity repeated (which happens once
+    the fragments of a word's pieces are mapped back to word spans) counts as
+    found once and as a false positive each further time, as its distinct
+    pieces would in seqeval run over the pieces.
     """
     if len(gold) != len(predicted):
         raise ValueError(f"gold has {len(gold)} sentences, predicted {len(predicted)}")
