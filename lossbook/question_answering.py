@@ -42,6 +42,11 @@ def question_answering_loss(start_logits, end_logits, start_positions, end_posit
       ``[CLS]`` token, which SQuAD-v2 style models use for "no answer").  Mark an unanswerable
       example with a position >= L, never with -1 or -100, if it must not be scored.
 
+    The clamp is a safety net, not the recipe: Hugging Face's question-answering preprocessing labels a
+    window that does not hold the whole answer with the ``[CLS]`` index (0) for start and end, so the
+    model is trained to say "no answer here" (``demos.question_answering.window_labels``; chapter 06
+    trains both and shows what ignoring such windows costs).
+
     Edge cases (as upstream, except where stated):
 
     * ``start_positions`` or ``end_positions`` is None: returns None (a model called without labels).

@@ -344,29 +344,22 @@ def expected_tokens_05(history):
     tokenizer = SubwordTokenizer(all_words())
     edits: dict[tuple[int, int, int], float] = {}
     state: dict = {}
-    def logit_now():  # the logit of the chosen sentence, token and tag, edits included
-        key = (sentences.index(state["sentence"]), state["token"], TAGS.index(state["tag"]))
-        if key in edits:
-            return edits[key]
-        g = torch.Generator().manual_seed(key[0])
-        return float(torch.randn(48, len(TAGS), generator=g, dtype=torch.float64)[key[1], key[2]])
-
-    # Every control but "its logit" re-syncs the "its logit" slider to the chosen logit; in the browser the slider
-    # snaps it to its 0.1 grid and sends that back, which the widget records as an edit: the live explorer rounds
-    # to 0.1 each logit it has selected (in-process it does not). Reported; modelled here.
+    # Every control but "its logit" re-syncs the "its logit" slider to the chosen logit. The explorer's logits lie
+    # on the slider's 0.1 grid, so the value the browser echoes back is the logit itself and changes nothing (the
+    # first edition's off-grid logits snapped and became edits: the slider-echo bug). Not modelled: must not matter.
     state.update(history[0])
-    edits[(sentences.index(state["sentence"]), state["token"], TAGS.index(state["tag"]))] = round(logit_now(), 1) + 0.0
     for step in history[1:]:  # "its logit" edits the logit of the chosen token and tag in the chosen sentence
         for control, value in step.items():
             state[control] = value
-            key = (sentences.index(state["sentence"]), state["token"], TAGS.index(state["tag"]))
-            edits[key] = float(value) if control == "its logit" else round(logit_now(), 1) + 0.0  # -0.0 -> 0.0
+            if control == "its logit":
+                edits[(sentences.index(state["sentence"]), state["token"], TAGS.index(state["tag"]))] = float(value)
     sentence = sentences.index(state["sentence"])
     text, word_tags = EXAMPLE_SENTENCES[sentence]
     pieces, word_ids = tokenizer(text.split())
     pieces, word_ids = pieces + ["[PAD]"] * state["padding"], word_ids + [None] * state["padding"]
     labels = align_labels(word_tags, word_ids, label_all_tokens=state["label_all_tokens"])
     base = torch.randn(48, len(TAGS), generator=torch.Generator().manual_seed(sentence), dtype=torch.float64)
+    base = torch.round(base * 10) / 10  # the explorer's logits lie on its slider's 0.1 grid
     for (s, t, k), v in edits.items():
         if s == sentence:
             base[t, k] = v
@@ -404,16 +397,20 @@ def expected_span_06(history):
     column = s["positions as [batch, 1]"]
     shape = (1, 1) if column else (1,)
     gold = (s["gold start"], s["gold end"])
-    starts, ends = torch.full(shape, gold[0]), torch.full(shape, gold[1])
+    inside = 0 <= gold[0] < seq and 0 <= gold[1] < seq
+    labelled = (0, 0) if s["cut-off answer → [CLS]"] and not inside else gold  # the recipe's "no answer"
+    starts, ends = torch.full(shape, labelled[0]), torch.full(shape, labelled[1])
     loss = lossbook.question_answering_loss(start_logits, end_logits, starts, ends)  # []
     loss.backward()
-    cs, ce = min(max(gold[0], 0), seq), min(max(gold[1], 0), seq)
+    cs, ce = min(max(labelled[0], 0), seq), min(max(labelled[1], 0), seq)
     heads = []
     for name, logits, position in (("start CE", start_logits, cs), ("end CE", end_logits, ce)):
         value = lossbook.fixed_cross_entropy(logits.detach(), torch.tensor([position]), ignore_index=seq).item()
         heads.append(f"{name} = nan (gold clamped to {position} = seq: ignored, 0 of 1 rows kept)"
                      if math.isnan(value) else f"{name} = {value:.4f}")
     note = f" → clamped to ({cs}, {ce})" if gold != (cs, ce) else ""
+    if labelled != gold:
+        note = " → not all in the window: labelled (0, 0), [CLS] = no answer (the recipe)"
     summary = f"gold (start, end) = {gold}{note}\n{heads[0]}; {heads[1]}\nloss = (start CE + end CE) / 2 = " \
               f"{loss.item():.4f}"
     ps, pe = start_logits.detach().softmax(-1)[0].tolist(), end_logits.detach().softmax(-1)[0].tolist()
@@ -674,9 +671,10 @@ CHAPTERS = [
     Chapter("06_question_answering.ipynb", ("question_answering.SpanExplorer(",), [
         Explorer("SpanExplorer", "sharpness",
                  {"predicted start": 11, "predicted end": 13, "sharpness": 3.0, "gold start": 11, "gold end": 13,
-                  "positions as [batch, 1]": False},
+                  "positions as [batch, 1]": False, "cut-off answer → [CLS]": True},
                  [{"predicted start": 9, "sharpness": 6.5, "gold start": 9, "gold end": 10},
-                  {"gold end": 18, "positions as [batch, 1]": True}, {"predicted end": Keys(15, 1)}],
+                  {"gold end": 18, "positions as [batch, 1]": True}, {"predicted end": Keys(15, 1)},
+                  {"cut-off answer → [CLS]": False}],
                  shown_span_06, expected_span_06, main="summary"),
     ]),
     Chapter("07_reward_models.ipynb", ("reward.RewardExplorer(", "reward.PreferenceShapes("), [

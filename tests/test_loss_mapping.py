@@ -157,3 +157,50 @@ def test_loss_type_rule_matches_real_transformers_models(hf_loss_utils):
         assert model.loss_type == loss_type(cls.__name__, hf_loss_utils.LOSS_MAPPING)
         assert model.loss_function is hf_loss_utils.LOSS_MAPPING[model.loss_type]
         assert model.loss_type in LOSS_MAPPING
+
+
+def test_which_models_really_call_loss_function(hf_loss_utils):
+    """Chapter 06's claim, pinned against the installed transformers: BERT's QA head and T5 compute their loss inline
+    (T5 on unshifted decoder labels: masked_lm_loss, not causal_lm_loss); Llama and GPT-2 call loss_function."""
+    transformers = pytest.importorskip("transformers")
+    from lossbook import causal_lm_loss, masked_lm_loss, question_answering_loss
+
+    torch.manual_seed(0)
+    v = 24
+    bert = transformers.BertForQuestionAnswering(
+        transformers.BertConfig(
+            vocab_size=v, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8
+        )
+    )
+    llama = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=v,
+            hidden_size=8,
+            intermediate_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=1,
+            num_key_value_heads=1,
+        )
+    )
+    t5 = transformers.T5ForConditionalGeneration(
+        transformers.T5Config(
+            vocab_size=v, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2, decoder_start_token_id=0
+        )
+    )
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(1, v, (2, 7), generator=g), torch.randint(1, v, (2, 5), generator=g)
+    calls = {}
+    for name, model in (("bert", bert), ("llama", llama), ("t5", t5)):
+        model.eval()
+        calls[name] = []
+        model.loss_function = lambda *a, _f=model.loss_function, _c=calls[name], **k: _c.append(1) or _f(*a, **k)
+    with torch.no_grad():
+        s, e = torch.tensor([1, 9]), torch.tensor([3, 2])
+        out = bert(input_ids=x, start_positions=s, end_positions=e)
+        assert out.loss == question_answering_loss(out.start_logits, out.end_logits, s, e) and not calls["bert"]
+        out = llama(input_ids=x, labels=x)
+        torch.testing.assert_close(out.loss, causal_lm_loss(out.logits, x))
+        assert len(calls["llama"]) == 1
+        out = t5(input_ids=x, labels=y)
+        torch.testing.assert_close(out.loss, masked_lm_loss(out.logits, y))
+        assert not calls["t5"] and (out.loss - causal_lm_loss(out.logits, y)).abs() > 1e-3

@@ -258,7 +258,7 @@ def test_span_explorer_follows_sliders():
 
 
 def test_span_explorer_shows_clamping():
-    ex = SpanExplorer()
+    ex = SpanExplorer(cls_for_cut_off=False)  # positions as given: the loss's clamp rule
     ex.gold_end.value = len(ex.tokens) + 2  # cut off
     assert math.isnan(ex.loss) and not any(ex.end_grad)
     assert f"clamped to (11, {len(ex.tokens)})" in ex.html.value and "ignored" in ex.html.value
@@ -267,7 +267,67 @@ def test_span_explorer_shows_clamping():
     assert ex.clamped == (0, 13) and math.isfinite(ex.loss)
 
 
+def test_span_explorer_labels_a_cut_off_answer_cls_by_default():
+    ex = SpanExplorer()
+    ex.gold_end.value = len(ex.tokens) + 2  # cut off: the recipe labels the window (0, 0)
+    assert ex.labelled == (0, 0) and ex.clamped == (0, 0) and math.isfinite(ex.loss)
+    assert ex.start_grad[0] < 0 and ex.end_grad[0] < 0  # both heads pushed towards [CLS]
+    assert "labelled (0, 0), [CLS] = no answer" in ex.html.value
+    start_logits, end_logits, starts, ends = ex.tensors()
+    assert ex.loss == pytest.approx(question_answering_loss(start_logits, end_logits, starts * 0, ends * 0).item())
+    ex.cls_for_cut_off.value = False  # the same window, positions left past it: the end head has no row
+    assert math.isnan(ex.loss) and not any(ex.end_grad)
+    ex.gold_end.value = 13  # the whole answer inside: the box changes nothing
+    with_box = SpanExplorer()
+    assert ex.loss == pytest.approx(with_box.loss) and ex.labelled == with_box.labelled == (11, 13)
+
+
 # ---- demo helpers -------------------------------------------------------------------------------------------------
+
+
+def test_window_labels_cls_recipe_and_document_positions():
+    starts, ends = torch.tensor([3, 30, 33, -1, 5]), torch.tensor([4, 33, 34, 2, 31])
+    s, e = demo.window_labels(starts, ends, 32)  # the recipe: not all inside -> (0, 0)
+    assert s.tolist() == [3, 0, 0, 0, 5] and e.tolist() == [4, 0, 0, 0, 31]
+    s, e = demo.window_labels(starts, ends, 32, "document")
+    assert torch.equal(s, starts) and torch.equal(e, ends) and s is not starts
+    with pytest.raises(ValueError, match="no_answer"):
+        demo.window_labels(starts, ends, 32, "drop")
+
+
+def test_predict_spans_says_no_answer_when_the_null_score_wins():
+    start_logits = torch.tensor([[0.0, -9.0, 2.0, 0.0, 0.0], [5.0, -9.0, 2.0, 0.0, 0.0]])
+    end_logits = torch.tensor([[0.0, -9.0, 0.0, 3.0, 0.0], [1.0, -9.0, 0.0, 3.0, 0.0]])
+    # row 0: best span (2, 3) scores 5 > null 0; row 1: null 6 > 5
+    assert demo.predict_spans(start_logits, end_logits, max_answer=3).tolist() == [[2, 3], [0, 0]]
+    question_first = torch.tensor([[0.0, 9.0, 0.0, 0.0, 0.0]])  # position 1 is not a context token
+    end_logits = torch.tensor([[0.0, 0.0, 0.0, 1.0, 0.0]])
+    assert demo.predict_spans(question_first, end_logits, max_answer=3, first=2).tolist()[0][0] >= 2
+
+
+def test_squad_v2_scores_count_both_kinds_of_window():
+    starts, ends = torch.tensor([3, 30, 33]), torch.tensor([4, 33, 34])  # one answerable, two cut off
+    perfect = torch.tensor([[3, 4], [0, 0], [0, 0]])
+    assert demo.squad_v2_scores(perfect, starts, ends, 32) == {"exact": 1.0, "has_answer": 1.0, "no_answer": 1.0}
+    never_null = torch.tensor([[3, 4], [30, 31], [5, 6]])  # what skipping cut-off windows cannot see
+    scores = demo.squad_v2_scores(never_null, starts, ends, 32)
+    assert scores["has_answer"] == 1.0 and scores["no_answer"] == 0.0 and scores["exact"] == pytest.approx(1 / 3)
+
+
+def test_train_reader_selects_on_validation_and_learns_no_answer():
+    g = torch.Generator().manual_seed(0)
+    vocab = demo.SpanVocab()
+    ids, starts, ends = demo.make_span_data(600, seq=32, generator=g)
+    val = demo.make_span_data(200, seq=32, generator=g)
+    s, e = demo.window_labels(starts, ends, 32)
+    model, history, best = demo.train_reader(
+        ids, s, e, val, vocab_size=vocab.size, steps=40, eval_every=20, progress=False, device=torch.device("cpu")
+    )
+    logged = dict(history["val_exact"])
+    assert best in logged and logged[best] == max(logged.values())
+    with torch.no_grad():
+        pred = demo.predict_spans(*model(val[0]), max_answer=3)
+    assert demo.squad_v2_scores(pred, val[1], val[2], 32)["exact"] == pytest.approx(logged[best])
 
 
 def test_span_data_is_deterministic_and_correct():

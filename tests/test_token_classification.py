@@ -207,8 +207,8 @@ def test_word_weights_are_what_the_loss_does():
     per_word = torch.randn(len(words), len(demo.TAGS), generator=g, dtype=torch.float64)
     logits = per_word[torch.tensor(word_ids)].unsqueeze(0)  # [1, pieces, tags]
     word_ce = torch.nn.functional.cross_entropy(per_word, torch.tensor(tags), reduction="none")
-    for every in (False, True):
-        labels = torch.tensor([demo.align_labels(tags, word_ids, label_all_tokens=every)])
+    for every in (False, True):  # the copy keeps one label per word, so each piece's term is its word's
+        labels = torch.tensor([demo.align_labels(tags, word_ids, label_all_tokens=every, b_to_i=None)])
         w = torch.tensor([float(x) for x in dtc.word_weights([word_ids.count(i) for i in range(3)], every)])
         assert token_classification_loss(logits, labels, 5).item() == pytest.approx(float((w * word_ce).sum()))
 
@@ -232,8 +232,14 @@ def _idx(*shape):
         (torch.randn(2, 3, 5), _idx(2, 3).bool(), 5, {}, TypeError, r"labels must hold integer"),
         (_idx(2, 3, 5), _idx(2, 3), 5, {}, TypeError, r"logits must be a floating.*\[2, 3, 5\]"),
         (torch.tensor(1.0), torch.tensor(0), 1, {}, ValueError, r"logits must be .*got shape \[\]"),
-        (torch.randn(2, 3, 5), torch.tensor([[0, 1, 5], [0, 0, 0]]), 5, {}, ValueError,
-         r"labels holds tag 5, outside \[0, 5\).*\[2, 3\]"),
+        (
+            torch.randn(2, 3, 5),
+            torch.tensor([[0, 1, 5], [0, 0, 0]]),
+            5,
+            {},
+            ValueError,
+            r"labels holds tag 5, outside \[0, 5\).*\[2, 3\]",
+        ),
         (torch.randn(2, 3, 5), torch.tensor([[0, 1, -1], [0, 0, 0]]), 5, {}, ValueError, r"labels holds tag -1"),
         (torch.randn(2, 3, 5), _idx(2, 3), 5.0, {}, TypeError, r"num_labels must be a positive int"),
         (torch.randn(2, 3, 5), _idx(2, 3), True, {}, TypeError, r"num_labels must be a positive int"),
@@ -258,7 +264,6 @@ def test_upstream_silently_regroups_what_lossbook_refuses(hf_loss_utils):
 # ---- bug zoo ------------------------------------------------------------------------------------------------------
 
 BUGS = [
-    zoo.labels_every_subword,
     zoo.scores_padding_as_tag_0,
     zoo.shifted_like_causal_lm,
     zoo.per_sentence_mean_of_means,
@@ -280,16 +285,32 @@ def test_every_bug_fails_against_lossbook(bug, seed):
     assert not result.passed, result
 
 
-def test_labels_every_subword_is_label_all_tokens():
+def test_label_all_tokens_loss_is_encode_batch_with_b_to_i_and_the_copy_bug_is_not():
     tokenizer = demo.SubwordTokenizer(demo.all_words())
     sentences = demo.make_tagged_sentences(5, seed=3)
     first = demo.encode_batch(sentences, tokenizer)
     every = demo.encode_batch(sentences, tokenizer, label_all_tokens=True)
+    copied = demo.encode_batch(sentences, tokenizer, label_all_tokens=True, b_to_i=None)
     logits = torch.randn(*first["labels"].shape, 5)
     torch.testing.assert_close(
-        zoo.labels_every_subword(logits, first["labels"], 5, word_ids=first["word_ids"]),
+        zoo.label_all_tokens_loss(logits, first["labels"], 5, word_ids=first["word_ids"]),
         token_classification_loss(logits, every["labels"], 5),
     )
+    torch.testing.assert_close(
+        zoo.copies_b_onto_continuations(logits, first["labels"], 5, word_ids=first["word_ids"]),
+        token_classification_loss(logits, copied["labels"], 5),
+    )
+    assert zoo.labels_every_subword is zoo.copies_b_onto_continuations  # the first edition's name still imports
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_copying_b_fails_against_the_documented_label_all_tokens(seed):
+    cases = zoo.token_classification_cases(seed)
+    assert compare_losses(zoo.label_all_tokens_loss, zoo.label_all_tokens_loss, cases).passed
+    result = compare_losses(zoo.copies_b_onto_continuations, zoo.label_all_tokens_loss, cases)
+    assert not result.passed, result
+    # labelling every piece is an option, not the first-piece loss: the two differ on these cases
+    assert not compare_losses(zoo.label_all_tokens_loss, token_classification_loss, cases).passed
 
 
 # ---- demo helpers -------------------------------------------------------------------------------------------------
@@ -311,7 +332,11 @@ def test_split_word_and_tokenizer():
 def test_align_labels_follows_the_recipe():
     word_ids = [None, 0, 1, 1, 1, 2, None, None]
     assert demo.align_labels([1, 2, 0], word_ids) == [-100, 1, 2, -100, -100, 0, -100, -100]
+    # every piece: B- becomes I- on continuation pieces (run_ner.py's b_to_i_label), so decoding sees one entity
     assert demo.align_labels([1, 2, 0], word_ids, label_all_tokens=True) == [-100, 1, 2, 2, 2, 0, -100, -100]
+    assert demo.align_labels([3, 1, 0], word_ids, label_all_tokens=True) == [-100, 3, 1, 2, 2, 0, -100, -100]
+    # b_to_i=None copies B- verbatim: the mistake
+    assert demo.align_labels([3, 1, 0], word_ids, True, b_to_i=None) == [-100, 3, 1, 1, 1, 0, -100, -100]
     with pytest.raises(ValueError, match="2 labels for the 3 words"):
         demo.align_labels([1, 2], word_ids)
 
@@ -382,3 +407,82 @@ def test_alignment_explorer_shows_lossbook_numbers():
     assert ex.position.max == len(ex.pieces) - 1
     ex.sentence.value = 0  # the edited logit is remembered per sentence
     assert ex.logits[0, 1, 2].item() == 4.0
+
+
+# ---- entities and entity F1 ---------------------------------------------------------------------------------------
+
+
+def test_bio_entities_follow_conlleval():
+    assert demo.bio_entities(["B-PER", "I-PER", "O", "B-LOC"]) == [("PER", 0, 1), ("LOC", 3, 3)]
+    assert demo.bio_entities(["B-PER", "B-PER", "B-PER"]) == [("PER", 0, 0), ("PER", 1, 1), ("PER", 2, 2)]
+    assert demo.bio_entities(["O", "I-LOC", "I-LOC"]) == [("LOC", 1, 2)]  # I- after O starts an entity
+    assert demo.bio_entities(["B-PER", "I-LOC"]) == [("PER", 0, 0), ("LOC", 1, 1)]  # type change: a new one
+    assert demo.bio_entities([1, 2, 0, 3, 4]) == [("PER", 0, 1), ("LOC", 3, 4)]  # tag ids too
+    assert demo.bio_entities([]) == [] and demo.bio_entities(["O", "O"]) == []
+
+
+def test_entity_f1_counts_entities_not_words():
+    gold = [[("PER", 0, 1), ("LOC", 3, 3)]]
+    assert demo.entity_f1(gold, gold) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    half = demo.entity_f1(gold, [[("PER", 0, 0), ("LOC", 3, 3)]])  # 3 of 4 words right, 1 of 2 entities
+    assert half == {"precision": 0.5, "recall": 0.5, "f1": 0.5}
+    repeated = demo.entity_f1(gold, [[("LOC", 3, 3), ("LOC", 3, 3)]])
+    assert repeated["precision"] == 0.5 and repeated["recall"] == 0.5
+    assert demo.entity_f1([[]], [[]])["f1"] == 0.0
+    with pytest.raises(ValueError, match="gold has 1 sentences, predicted 2"):
+        demo.entity_f1(gold, [[], []])
+
+
+def test_decode_entities_reads_first_pieces_or_every_piece():
+    tokenizer = demo.SubwordTokenizer(demo.all_words())
+    sentences = [("Srinivasa Ramanujan lives in Reykjavik .".split(), [1, 2, 0, 0, 3, 0])]
+    gold = [demo.bio_entities(sentences[0][1])]
+    every = demo.encode_batch(sentences, tokenizer, label_all_tokens=True)
+    copied = demo.encode_batch(sentences, tokenizer, label_all_tokens=True, b_to_i=None)
+    as_pred = every["labels"].clamp(min=0)  # a perfect tagger of the B->I labels
+    assert demo.decode_entities(as_pred, every["word_ids"], "every") == gold
+    assert demo.decode_entities(as_pred, every["word_ids"], "first") == gold
+    fragments = demo.decode_entities(copied["labels"].clamp(min=0), copied["word_ids"], "every")[0]
+    assert len(fragments) == 3 + 3  # "Sri" "##niv" "##asa..." and each piece of "Reykjavik"
+    assert demo.entity_f1(gold, [fragments])["precision"] == pytest.approx(2 / 6)  # both found, 4 fragments extra
+    with pytest.raises(ValueError, match="reading"):
+        demo.decode_entities(as_pred, every["word_ids"], "last")
+
+
+def test_word_majority_tagger_reads_no_context():
+    tag = demo.word_majority_tagger([(["Jordan", "x"], [1, 0]), (["Jordan", "Jordan"], [3, 3])])
+    assert tag(["Jordan", "x", "unseen"]) == [3, 0, 0]
+
+
+def test_exercise_checks_pass_the_reference_fail_a_wrong_answer_and_repeat(capsys):
+    def copy_b(tags, word_ids):
+        return demo.align_labels(tags, word_ids, label_all_tokens=True, b_to_i=None)
+
+    def b_to_i(tags, word_ids):
+        return demo.align_labels(tags, word_ids, label_all_tokens=True)
+
+    def no_i_after_o(tags):  # ill-formed I- after O dropped: wrong under conlleval
+        return [e for e in demo.bio_entities(tags) if tags[e[1]].startswith("B-")]
+
+    for _ in range(2):  # the same verdict when run twice
+        demo.check_aligner("a", b_to_i)
+        demo.check_aligner("b", copy_b)
+        demo.check_entity_decoder("c", demo.bio_entities)
+        demo.check_entity_decoder("d", no_i_after_o)
+        demo.check_aligner("e", ...)
+    out = capsys.readouterr().out.splitlines()
+    assert out[:5] == out[5:]
+    assert out[0].startswith("a: correct") and out[1].startswith("b: not yet")
+    assert out[2].startswith("c: correct") and out[3].startswith("d: not yet") and "not attempted" in out[4]
+
+
+def test_alignment_explorer_logits_lie_on_the_slider_grid_so_an_echo_changes_nothing():
+    ex = AlignmentExplorer(sentence=1, padding=1)
+    logits, _ = ex.tensors()
+    assert torch.equal(logits, torch.round(logits * 10) / 10)  # what the 0.1-step slider can show exactly
+    for position in (1, 3, 5):
+        ex.position.value = position  # re-syncs the slider to this token's logit
+        before = (ex.loss, list(ex.grad_row))
+        ex.logit.value = round(ex.logit.value, 1)  # the browser's snapped echo
+        assert (ex.loss, list(ex.grad_row)) == before
+        assert ex.logit.value == float(ex.logits[0, position, ex.tag.value])

@@ -39,7 +39,11 @@ def clamps_to_last_token(start_logits, end_logits, start_positions, end_position
 
 
 def sums_the_two_losses(start_logits, end_logits, start_positions, end_positions, **kwargs):
-    """BUG: start + end instead of their mean: the loss and every gradient are twice too large."""
+    """BUG: start + end instead of their mean: the loss and every gradient are twice too large.
+
+    Under SGD that is a doubled learning rate; Adam(W) normalises the gradient's scale away, so its step
+    barely changes, but the loss no longer compares with upstream's and gradient clipping sees twice the norm.
+    """
     seq = start_logits.size(1)
     start_positions = _squeeze(start_positions).clamp(0, seq)
     end_positions = _squeeze(end_positions).clamp(0, seq)

@@ -5,6 +5,11 @@ Each takes what ``token_classification_loss`` takes, plus the batch's
 which a model's forward has at hand and the correct loss ignores, so
 ``checks.compare_losses`` can run them on the same cases
 (``token_classification_cases``).  Never use them.
+
+``label_all_tokens_loss`` is not a bug: it is the documented alternative
+(every piece labelled, ``B-`` turned into ``I-`` on continuation pieces, as
+``run_ner.py``'s ``label_all_tokens``), the reference that
+``copies_b_onto_continuations`` fails against.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "label_all_tokens_loss",
+    "copies_b_onto_continuations",
     "labels_every_subword",
     "scores_padding_as_tag_0",
     "shifted_like_causal_lm",
@@ -21,15 +28,41 @@ __all__ = [
 ]
 
 
-def labels_every_subword(logits, labels, num_labels, word_ids=None, ignore_index=-100, **kwargs):
-    """BUG: continuation pieces get their word's label, so a word of k pieces counts k times."""
+def _relabel_continuations(labels, word_ids, b_to_i):
+    """First-piece labels -> every piece labelled: a continuation gets ``b_to_i[first piece's label]``."""
     labels = labels.clone()
     for b in range(labels.shape[0]):
         for t in range(1, labels.shape[1]):
-            same_word = word_ids[b, t] >= 0 and word_ids[b, t] == word_ids[b, t - 1]
-            if same_word:
-                labels[b, t] = labels[b, t - 1]  # copy the first piece's tag forward
-    return F.cross_entropy(logits.reshape(-1, num_labels).float(), labels.reshape(-1), ignore_index=ignore_index)
+            if word_ids[b, t] >= 0 and word_ids[b, t] == word_ids[b, t - 1]:
+                tag = int(labels[b, t - 1])
+                labels[b, t] = tag if b_to_i is None else b_to_i[tag]
+    return labels
+
+
+def label_all_tokens_loss(logits, labels, num_labels, word_ids=None, ignore_index=-100, **kwargs):
+    """NOT a bug: the documented option, every piece labelled with ``B-X`` turned into ``I-X`` on continuations.
+
+    Takes first-piece ``labels`` and the batch's ``word_ids`` and scores every piece, as
+    ``encode_batch(..., label_all_tokens=True)`` labels them; the reference for the bug below.
+    """
+    from ..demos.token_classification import B_TO_I
+
+    every = _relabel_continuations(labels, word_ids, B_TO_I)
+    return F.cross_entropy(logits.reshape(-1, num_labels).float(), every.reshape(-1), ignore_index=ignore_index)
+
+
+def copies_b_onto_continuations(logits, labels, num_labels, word_ids=None, ignore_index=-100, **kwargs):
+    """BUG: every piece labelled with its word's tag verbatim, ``B-`` included.
+
+    "Srinivasa" becomes ``B-PER B-PER B-PER``, which BIO decoding over the pieces reads as three
+    people; and a word of k pieces still counts k times.  Fails against ``label_all_tokens_loss``.
+    """
+    every = _relabel_continuations(labels, word_ids, None)
+    return F.cross_entropy(logits.reshape(-1, num_labels).float(), every.reshape(-1), ignore_index=ignore_index)
+
+
+# The first edition's name for the same function (kept for code that imports it).
+labels_every_subword = copies_b_onto_continuations
 
 
 def scores_padding_as_tag_0(logits, labels, num_labels, attention_mask=None, ignore_index=-100, **kwargs):

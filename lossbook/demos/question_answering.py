@@ -4,8 +4,12 @@ The task (no download): a window of ``seq`` tokens ``[CLS] Q_k [SEP] context...`
 filler words in which every key ``k`` appears as a marker token ``K_k`` followed by its answer, a
 run of 1-``max_answer`` value tokens closed by a full stop.  The question token ``Q_k`` asks for the
 answer after ``K_k``: the gold span is that run.  As in real QA pipelines the document is longer than
-the window, so some answers are cut off; their positions point past the window and the loss's clamp
-rule ignores them.
+the window, so some answers are cut off.  ``make_span_data`` returns their document positions (past
+the window); ``window_labels`` turns them into training labels: the Hugging Face recipe labels a window
+that does not hold the whole answer with the ``[CLS]`` position 0 for start and end ("no answer in
+this window", ``run_qa.py``'s ``prepare_train_features``), so the model learns to say so; leaving the
+positions past the window makes the loss's clamp ignore them, and the model never learns it.
+``predict_spans`` and ``squad_v2_scores`` score both kinds of window, as SQuAD v2 does.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ __all__ = [
     "SpanReader",
     "best_spans",
     "exact_match",
+    "window_labels",
+    "predict_spans",
+    "squad_v2_scores",
+    "train_reader",
     "loss_type",
     "question_answering_cases",
 ]
@@ -163,6 +171,133 @@ def exact_match(start_logits, end_logits, starts, ends, max_answer: int = 30) ->
     hit = (pred[:, 0] == starts.to(pred.device)) & (pred[:, 1] == ends.to(pred.device))  # [batch]
     hit = hit[answerable.to(pred.device)]
     return float(hit.float().mean()) if hit.numel() else float("nan")
+
+
+def window_labels(starts, ends, seq: int, no_answer: str = "cls"):
+    """Training labels for windows of ``seq`` tokens from document positions ``starts, ends`` [batch].
+
+    ``no_answer="cls"`` (the Hugging Face recipe): a window that does not hold the whole answer gets
+    ``(0, 0)``, the ``[CLS]`` token, "no answer here"; the loss trains the model to point there.
+    ``no_answer="document"``: positions left as they are; the loss's clamp ignores whatever lies past the
+    window (a cut-off end, or both), so such windows teach nothing about "no answer".
+    Returns ``(starts, ends)`` [batch] each (new tensors).
+    """
+    if no_answer not in ("cls", "document"):
+        raise ValueError(f"no_answer must be 'cls' or 'document', got {no_answer!r}")
+    starts, ends = starts.clone(), ends.clone()
+    if no_answer == "cls":
+        cut = (starts < 0) | (ends >= seq) | (starts >= seq)  # [batch]
+        starts[cut], ends[cut] = 0, 0
+    return starts, ends
+
+
+def predict_spans(start_logits, end_logits, max_answer: int = 30, first: int = 1) -> torch.Tensor:
+    """SQuAD v2 post-processing: the best span, or ``(0, 0)`` ("no answer") when the null score wins.
+
+    The best span ``(s, e)`` with ``first <= s <= e < s + max_answer`` (``first``: the first context
+    token; the question is not a candidate) maximises ``start_logits[s] + end_logits[e]``; the null
+    score is ``start_logits[0] + end_logits[0]``; "no answer" when null >= best (threshold 0).
+    Returns Long[Tensor, "batch 2"].
+    """
+    masked_s = start_logits.clone()
+    masked_s[:, :first] = float("-inf")  # spans start in the context
+    spans = best_spans(masked_s, end_logits, max_answer)  # [batch, 2]
+    rows = torch.arange(len(spans), device=spans.device)
+    best = start_logits[rows, spans[:, 0]] + end_logits[rows, spans[:, 1]]  # [batch]
+    null = start_logits[:, 0] + end_logits[:, 0]  # [batch]
+    return torch.where((null >= best).unsqueeze(-1), torch.zeros_like(spans), spans)
+
+
+def squad_v2_scores(pred, starts, ends, seq: int) -> dict[str, float]:
+    """Exact match over all windows, as SQuAD v2: a window holding the whole answer must get that span;
+    any other window must get ``(0, 0)``, "no answer".
+
+    ``pred`` [batch, 2] from ``predict_spans``; ``starts, ends`` [batch] document positions.  Returns
+    ``exact`` (all windows), ``has_answer`` (exact match on the windows that hold the answer, what
+    ``exact_match`` measures) and ``no_answer`` (the share of the other windows answered "no answer").
+    """
+    starts, ends = starts.to(pred.device), ends.to(pred.device)
+    has = (starts >= 0) & (ends < seq) & (starts < seq)  # [batch]
+    hit_span = (pred[:, 0] == starts) & (pred[:, 1] == ends)
+    hit_null = (pred[:, 0] == 0) & (pred[:, 1] == 0)
+    hit = torch.where(has, hit_span, hit_null).float()  # [batch]
+
+    def mean(x):
+        return float(x.mean()) if x.numel() else float("nan")
+
+    return {"exact": mean(hit), "has_answer": mean(hit[has]), "no_answer": mean(hit[~has])}
+
+
+def train_reader(
+    ids,
+    starts,
+    ends,
+    val,
+    *,
+    vocab_size: int,
+    loss=None,
+    steps: int = 300,
+    batch: int = 64,
+    lr: float = 1e-2,
+    seed: int = 0,
+    eval_every: int = 25,
+    max_answer: int = 3,
+    device=None,
+    desc: str = "reader",
+    progress: bool = True,
+):
+    """Train a ``SpanReader`` on ``ids`` [n, seq] with training labels ``starts, ends`` [n].
+
+    ``loss`` is ``question_answering_loss`` unless given (a bug zoo loss, say).  ``val`` is
+    ``(ids, starts, ends)`` with document positions; every ``eval_every`` steps its SQuAD v2 scores are
+    logged (``val_exact``, ``val_has_answer``, ``val_no_answer``) and the checkpoint with the best
+    ``val_exact`` (earliest on ties) is returned: the test split is never used to choose.
+    Returns ``(model, history, best_step)``.
+    """
+    from ..question_answering import question_answering_loss
+    from ..train import train
+
+    loss = loss or question_answering_loss
+    data_gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = SpanReader(vocab_size, hidden=32)
+    val_ids, val_starts, val_ends = val
+    seq = ids.shape[1]
+    best = {"exact": -1.0, "step": 0, "state": None}
+    seen = [0]
+
+    def loss_fn(model, x, s, e):
+        start_logits, end_logits = model(x)  # [batch, seq] each
+        return loss(start_logits, end_logits, s, e)  # []
+
+    def get_batch(step):
+        seen[0] = step
+        idx = torch.randint(0, len(ids), (batch,), generator=data_gen)
+        return ids[idx], starts[idx], ends[idx]
+
+    def validate(model):
+        start_logits, end_logits = model(val_ids.to(next(model.parameters()).device))
+        scores = squad_v2_scores(predict_spans(start_logits, end_logits, max_answer), val_starts, val_ends, seq)
+        if scores["exact"] > best["exact"]:
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best.update(exact=scores["exact"], step=seen[0], state=state)
+        return {f"val_{k}": v for k, v in scores.items()}
+
+    history = train(
+        model,
+        loss_fn,
+        get_batch,
+        steps=steps,
+        lr=lr,
+        device=device,
+        eval_fn=validate,
+        eval_every=eval_every,
+        progress=progress,
+        desc=desc,
+    )
+    model.load_state_dict(best["state"])
+    model.eval()
+    return model, history, best["step"]
 
 
 def loss_type(class_name: str, mapping) -> str | None:

@@ -4,8 +4,12 @@ Nothing is downloaded: sentences are generated from small word lists with
 person and location spans, tagged with BIO tags; words are split into pieces
 of at most 3 characters (continuations marked ``##``, as in WordPiece), and
 ``align_labels`` puts each word's tag on its first piece and ``-100`` on
-continuations, special tokens and padding (the Hugging Face token
-classification recipe).
+continuations, special tokens and padding, or, with ``label_all_tokens``,
+labels every piece and turns ``B-`` into ``I-`` on continuation pieces (the
+Hugging Face course's ``align_labels_with_tokens`` and ``run_ner.py``'s
+``b_to_i_label``).  ``bio_entities`` and ``entity_f1`` score entities, as
+seqeval does; ``decode_entities`` reads a tagger's predictions at first pieces
+or at every piece.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from torch import nn
 
 __all__ = [
     "TAGS",
+    "B_TO_I",
     "AMBIGUOUS",
     "IGNORE_INDEX",
     "SPECIALS",
@@ -28,9 +33,17 @@ __all__ = [
     "encode_batch",
     "TokenTagger",
     "per_tag_accuracy",
+    "bio_entities",
+    "entity_f1",
+    "decode_entities",
+    "word_majority_tagger",
+    "train_tagger",
+    "check_aligner",
+    "check_entity_decoder",
 ]
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+B_TO_I = [0, 2, 2, 4, 4]  # tag id -> the tag a continuation piece gets: B-X -> I-X, the rest unchanged
 IGNORE_INDEX = -100
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]  # ids 0..3
 
@@ -90,12 +103,24 @@ class SubwordTokenizer:
         return [self.vocab.get(p, self.unk_id) for p in pieces]
 
 
-def align_labels(word_labels, word_ids, label_all_tokens: bool = False, ignore_index: int = IGNORE_INDEX) -> list[int]:
+def align_labels(
+    word_labels,
+    word_ids,
+    label_all_tokens: bool = False,
+    ignore_index: int = IGNORE_INDEX,
+    b_to_i=B_TO_I,
+) -> list[int]:
     """One label per token from one label per word (the Hugging Face ``tokenize_and_align_labels`` recipe).
 
     A token with word id ``None`` (special token, padding) gets ``ignore_index``;
     the first piece of a word gets the word's label; a continuation piece gets
-    ``ignore_index``, or the word's label again when ``label_all_tokens``.
+    ``ignore_index``, or, when ``label_all_tokens``, ``b_to_i[label]``: the
+    word's label with ``B-X`` turned into ``I-X`` (``B_TO_I``), so that BIO
+    decoding over the pieces still reads one entity per word span.  This is
+    what ``run_ner.py`` (``b_to_i_label``) and the Hugging Face course's
+    ``align_labels_with_tokens`` do.  ``b_to_i=None`` copies the word's label
+    verbatim, ``B-`` included: the mistake chapter 05 trains, since BIO
+    decoding reads every ``B-`` piece as the start of another entity.
     """
     words = 1 + max((w for w in word_ids if w is not None), default=-1)
     if len(word_labels) != words:
@@ -106,8 +131,11 @@ def align_labels(word_labels, word_ids, label_all_tokens: bool = False, ignore_i
             labels.append(ignore_index)
         elif word_id != previous:
             labels.append(int(word_labels[word_id]))
+        elif not label_all_tokens:
+            labels.append(ignore_index)
         else:
-            labels.append(int(word_labels[word_id]) if label_all_tokens else ignore_index)
+            label = int(word_labels[word_id])
+            labels.append(label if b_to_i is None else int(b_to_i[label]))
         previous = word_id
     return labels
 
@@ -147,8 +175,10 @@ def all_words() -> list[str]:
     )
 
 
-def encode_batch(sentences, tokenizer: SubwordTokenizer, *, label_all_tokens: bool = False, max_length=None):
-    """Tokenize, align and pad a list of ``(words, tags)``.
+def encode_batch(
+    sentences, tokenizer: SubwordTokenizer, *, label_all_tokens: bool = False, max_length=None, b_to_i=B_TO_I
+):
+    """Tokenize, align and pad a list of ``(words, tags)`` (``label_all_tokens``, ``b_to_i``: see ``align_labels``).
 
     Returns ``input_ids``, ``labels``, ``word_ids`` (``-1`` for special tokens
     and padding) and ``attention_mask``, each Long[Tensor, "batch seq"];
@@ -157,7 +187,7 @@ def encode_batch(sentences, tokenizer: SubwordTokenizer, *, label_all_tokens: bo
     rows = []
     for words, tags in sentences:
         pieces, word_ids = tokenizer(words)
-        rows.append((tokenizer.ids(pieces), align_labels(tags, word_ids, label_all_tokens), word_ids))
+        rows.append((tokenizer.ids(pieces), align_labels(tags, word_ids, label_all_tokens, b_to_i=b_to_i), word_ids))
     seq = max_length or max(len(r[0]) for r in rows)
     input_ids = torch.full((len(rows), seq), tokenizer.pad_id)  # [batch, seq]
     labels = torch.full((len(rows), seq), IGNORE_INDEX)  # [batch, seq]: padding is ignored
@@ -210,3 +240,213 @@ def per_tag_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_tags: int, 
         if of_tag.any():
             per_tag[tag] = hit[of_tag].mean().cpu()
     return per_tag, float(hit.mean()) if hit.numel() else float("nan")
+
+
+# ---- entities: what NER is scored on ------------------------------------------------------------------------------
+
+
+def bio_entities(tags, names=TAGS) -> list[tuple[str, int, int]]:
+    """The entities of one BIO sequence as ``(type, first, last)`` (inclusive indices), in order.
+
+    ``tags`` are tag ids (indices into ``names``) or tag strings.  The conlleval
+    rules, which seqeval's default mode follows: an entity starts at ``B-X``, or
+    at ``I-X`` after ``O`` or after an entity of another type, and continues over
+    the ``I-X`` that follow.  So ``B-PER B-PER`` is two people, ``B-PER I-PER``
+    one, and ``O I-LOC`` one place.
+    """
+    strings = [t if isinstance(t, str) else names[int(t)] for t in tags]
+    entities, kind, first = [], None, None
+    for i, tag in enumerate([*strings, "O"]):
+        prefix, this = (tag[:2], tag[2:]) if tag != "O" else ("O", None)
+        continues = prefix == "I-" and this == kind
+        if kind is not None and not continues:
+            entities.append((kind, first, i - 1))
+            kind = None
+        if prefix in ("B-", "I-") and not continues:
+            kind, first = this, i
+    return entities
+
+
+def entity_f1(gold, predicted) -> dict[str, float]:
+    """Micro precision, recall and F1 over entities, as seqeval micro-averages them.
+
+    ``gold`` and ``predicted`` are lists (one per sentence) of entity lists
+    such as ``bio_entities`` returns.  An entity counts as found only if its
+    type and both ends match.  A predicted entity repeated (which happens once
+    the fragments of a word's pieces are mapped back to word spans) counts as
+    found once and as a false positive each further time, as its distinct
+    pieces would in seqeval run over the pieces.
+    """
+    if len(gold) != len(predicted):
+        raise ValueError(f"gold has {len(gold)} sentences, predicted {len(predicted)}")
+    tp = n_gold = n_pred = 0
+    for g, p in zip(gold, predicted):
+        remaining = list(g)
+        for entity in p:
+            if entity in remaining:
+                remaining.remove(entity)
+                tp += 1
+        n_gold, n_pred = n_gold + len(g), n_pred + len(p)
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def decode_entities(pred, word_ids, reading: str = "first") -> list[list[tuple[str, int, int]]]:
+    """Entities per sentence, as word spans, from predicted tag ids ``pred`` [batch, seq].
+
+    ``word_ids`` [batch, seq] is ``encode_batch``'s (``-1`` for special tokens and padding).
+    ``reading="first"``: the tag of each word's first piece, BIO-decoded over the words (what
+    first-piece training supports; the pipeline's ``aggregation_strategy="first"``).
+    ``reading="every"``: BIO-decoded over every piece of the sentence, each entity then mapped to the
+    words its first and last pieces belong to (what training on every piece supports, and how
+    ``run_ner.py`` scores a ``label_all_tokens`` model: seqeval over every labelled piece).
+    """
+    if reading not in ("first", "every"):
+        raise ValueError(f"reading must be 'first' or 'every', got {reading!r}")
+    out = []
+    for tags, wids in zip(pred.tolist(), word_ids.tolist()):
+        pieces = [(t, w) for t, w in zip(tags, wids) if w >= 0]
+        if reading == "first":
+            word_tags = [t for i, (t, w) in enumerate(pieces) if i == 0 or w != pieces[i - 1][1]]
+            out.append(bio_entities(word_tags))
+        else:
+            found = bio_entities([t for t, _ in pieces])
+            out.append([(kind, pieces[a][1], pieces[b][1]) for kind, a, b in found])
+    return out
+
+
+def word_majority_tagger(sentences):
+    """The baseline: each word's most frequent tag in ``sentences`` (ties: the lower tag id; unseen: ``O``).
+
+    Returns a function ``tag(words) -> tag ids``: a count-based tagger that never reads the context.
+    """
+    counts: dict[str, list[int]] = {}
+    for words, tags in sentences:
+        for w, t in zip(words, tags):
+            counts.setdefault(w, [0] * len(TAGS))[t] += 1
+    best = {w: max(range(len(TAGS)), key=lambda k: (c[k], -k)) for w, c in counts.items()}
+    return lambda words: [best.get(w, 0) for w in words]
+
+
+def train_tagger(
+    train_enc,
+    val_enc,
+    val_gold,
+    *,
+    vocab_size: int,
+    reading: str,
+    steps: int = 150,
+    batch: int = 32,
+    lr: float = 3e-3,
+    seed: int = 0,
+    eval_every: int = 25,
+    device=None,
+    desc: str = "tagger",
+    progress: bool = True,
+):
+    """Train a ``TokenTagger(vocab_size, tags)`` with ``token_classification_loss`` on ``train_enc`` (``encode_batch``).
+
+    Every ``eval_every`` steps the validation entity F1 (``val_enc`` decoded with ``reading``, against
+    ``val_gold``) is logged as ``val_f1``; the returned model is the checkpoint with the best validation
+    F1 (the earliest on ties): model selection never sees the test split.  Returns
+    ``(model, history, best_step)``.
+    """
+    from ..token_classification import token_classification_loss
+    from ..train import train
+
+    data_gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    num_tags = len(TAGS)
+    model = TokenTagger(vocab_size, num_tags)
+    best = {"f1": -1.0, "step": 0, "state": None}
+    steps_seen = [0]
+
+    def loss_fn(model, input_ids, labels):
+        return token_classification_loss(model(input_ids), labels, num_tags)  # [batch, seq, tags], [batch, seq]
+
+    def get_batch(step):
+        steps_seen[0] = step
+        idx = torch.randint(0, len(train_enc["input_ids"]), (batch,), generator=data_gen)
+        return train_enc["input_ids"][idx], train_enc["labels"][idx]
+
+    def validate(model):
+        pred = model(val_enc["input_ids"].to(next(model.parameters()).device)).argmax(-1).cpu()
+        f1 = entity_f1(val_gold, decode_entities(pred, val_enc["word_ids"], reading))["f1"]
+        if f1 > best["f1"]:
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best.update(f1=f1, step=steps_seen[0], state=state)
+        return {"val_f1": f1}
+
+    history = train(
+        model,
+        loss_fn,
+        get_batch,
+        steps=steps,
+        lr=lr,
+        device=device,
+        eval_fn=validate,
+        eval_every=eval_every,
+        progress=progress,
+        desc=desc,
+    )
+    model.load_state_dict(best["state"])
+    model.eval()
+    return model, history, best["step"]
+
+
+# ---- exercise checks: print a verdict only ------------------------------------------------------------------------
+
+_CHECK_WORD_IDS = [
+    [None, 0, 1, 1, 1, 2, None],
+    [None, 0, 0, 0, 1, 2, 2, 3, None, None],
+    [None, 0, 1, 2, 3, 3, 4, None],
+]
+
+
+def check_aligner(name: str, fn) -> None:
+    """Exercise check: ``fn(word_labels, word_ids)`` must label every piece, ``B-`` turned into ``I-``.
+
+    Runs ``fn`` on generated sentences and a few hand-made word-id patterns and prints only a verdict.
+    """
+    if fn is Ellipsis:
+        print(f"{name}: not attempted yet (replace ... with your function)")
+        return
+    tokenizer = SubwordTokenizer(all_words())
+    trials = [(tags, tokenizer(words)[1]) for words, tags in make_tagged_sentences(40, seed=11)]
+    trials += [
+        ([1, 2, 0], _CHECK_WORD_IDS[0]),
+        ([3, 4, 0, 1], _CHECK_WORD_IDS[1]),
+        ([0, 3, 1, 2, 0], _CHECK_WORD_IDS[2]),
+    ]
+    wrong = 0
+    for tags, word_ids in trials:
+        try:
+            got = [int(x) for x in fn(list(tags), list(word_ids))]
+        except Exception as err:  # noqa: BLE001 - a reader's function may raise anything
+            print(f"{name}: not yet ({type(err).__name__}: {err})")
+            return
+        wrong += got != align_labels(tags, word_ids, label_all_tokens=True)
+    verdict = "correct" if wrong == 0 else "not yet"
+    print(f"{name}: {verdict} ({len(trials) - wrong} of {len(trials)} sentences aligned as expected)")
+
+
+def check_entity_decoder(name: str, fn) -> None:
+    """Exercise check: ``fn(tags)`` (tag strings) must return ``bio_entities``'s ``(type, first, last)`` list."""
+    if fn is Ellipsis:
+        print(f"{name}: not attempted yet (replace ... with your function)")
+        return
+    rng = random.Random(5)
+    trials = [[TAGS[t] for t in tags] for _, tags in make_tagged_sentences(30, seed=12)]
+    trials += [[rng.choice(TAGS) for _ in range(rng.randint(1, 9))] for _ in range(200)]  # ill-formed BIO too
+    wrong = 0
+    for tags in trials:
+        try:
+            got = [tuple(e) for e in fn(list(tags))]
+        except Exception as err:  # noqa: BLE001
+            print(f"{name}: not yet ({type(err).__name__}: {err})")
+            return
+        wrong += got != bio_entities(tags)
+    verdict = "correct" if wrong == 0 else "not yet"
+    print(f"{name}: {verdict} ({len(trials) - wrong} of {len(trials)} tag sequences decoded as expected)")

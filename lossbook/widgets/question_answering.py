@@ -15,7 +15,9 @@ from ..cross_entropy import fixed_cross_entropy
 from ..question_answering import question_answering_loss
 from . import _bar, _signed_bar
 
-__all__ = ["SpanExplorer", "EXAMPLE_TOKENS"]
+__all__ = ["SpanExplorer", "EXAMPLE_TOKENS", "CLS_CONTROL"]
+
+CLS_CONTROL = "cut-off answer → [CLS]"  # the checkbox: label a window without the whole answer (0, 0)
 
 EXAMPLE_TOKENS = (
     "[CLS]", "where", "did", "the", "cat", "sit", "?", "[SEP]",
@@ -32,7 +34,15 @@ class SpanExplorer(W.VBox):
     ``(operation, shape)`` as the tensors flow through the loss.
     """
 
-    def __init__(self, tokens=EXAMPLE_TOKENS, gold=(11, 13), predicted=(11, 13), sharpness=3.0, seed: int = 0):
+    def __init__(
+        self,
+        tokens=EXAMPLE_TOKENS,
+        gold=(11, 13),
+        predicted=(11, 13),
+        sharpness=3.0,
+        seed: int = 0,
+        cls_for_cut_off: bool = True,
+    ):
         self.tokens = list(tokens)
         seq = len(self.tokens)
         g = torch.Generator().manual_seed(seed)
@@ -52,8 +62,17 @@ class SpanExplorer(W.VBox):
         self.gold_start = pos(gold[0], "gold start", -2, seq + 3)
         self.gold_end = pos(gold[1], "gold end", -2, seq + 3)
         self.column = W.Checkbox(value=False, description="positions as [batch, 1]", indent=False)
+        self.cls_for_cut_off = W.Checkbox(value=cls_for_cut_off, description=CLS_CONTROL, indent=False)
         self.html = W.HTML()
-        controls = [self.pred_start, self.pred_end, self.sharpness, self.gold_start, self.gold_end, self.column]
+        controls = [
+            self.pred_start,
+            self.pred_end,
+            self.sharpness,
+            self.gold_start,
+            self.gold_end,
+            self.cls_for_cut_off,
+            self.column,
+        ]
         for w in controls:
             w.observe(self._update, names="value")
         self._update()
@@ -66,9 +85,17 @@ class SpanExplorer(W.VBox):
         start_logits = (self.base_start + self.sharpness.value * onehot[self.pred_start.value]).unsqueeze(0)
         end_logits = (self.base_end + self.sharpness.value * onehot[self.pred_end.value]).unsqueeze(0)
         shape = (1, 1) if self.column.value else (1,)
-        starts = torch.full(shape, self.gold_start.value)
-        ends = torch.full(shape, self.gold_end.value)
+        self.labelled = self.training_positions()
+        starts = torch.full(shape, self.labelled[0])
+        ends = torch.full(shape, self.labelled[1])
         return start_logits, end_logits, starts, ends  # [1, seq] x2, [1] or [1, 1] x2
+
+    def training_positions(self) -> tuple[int, int]:
+        """The gold positions the loss gets: ``(0, 0)`` ([CLS], "no answer in this window") when the box is
+        ticked and the window does not hold the whole answer (the Hugging Face recipe), else the gold as set."""
+        seq, gold = len(self.tokens), (self.gold_start.value, self.gold_end.value)
+        inside = 0 <= gold[0] < seq and 0 <= gold[1] < seq
+        return (0, 0) if self.cls_for_cut_off.value and not inside else gold
 
     def compute(self):
         start_logits, end_logits, starts, ends = self.tensors()
@@ -123,6 +150,7 @@ class SpanExplorer(W.VBox):
             )
         steps = "".join(f"<tr><td>{html.escape(op)}</td><td>{shape}</td></tr>" for op, shape in self.steps)
         gold = (self.gold_start.value, self.gold_end.value)
+        labelled = self.labelled
 
         def head(name, value, clamped):
             if math.isnan(value):
@@ -130,7 +158,9 @@ class SpanExplorer(W.VBox):
             return f"{name} = {value:.4f}"
 
         note = ""
-        if gold != (s, e):
+        if labelled != gold:
+            note = " &rarr; not all in the window: labelled (0, 0), [CLS] = no answer (the recipe)"
+        elif gold != (s, e):
             note = f" &rarr; clamped to ({s}, {e})"
         return (
             '<table style="font-family:monospace"><tr><th>step</th><th>shape</th></tr>' + steps + "</table>"

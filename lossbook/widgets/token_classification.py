@@ -68,6 +68,9 @@ class AlignmentExplorer(W.VBox):
         self.labels = align_labels(word_tags, word_ids, label_all_tokens=self.label_all.value)
         g = torch.Generator().manual_seed(self.seed * 100 + self.sentence.value)
         base = torch.randn(_MAX_TOKENS, len(TAGS), generator=g, dtype=torch.float64)  # [max, tags]
+        # on the logit slider's 0.1 grid: the slider shows exactly the logit the loss uses, and the value a
+        # browser echoes back after a re-sync is that same logit (off the grid, it snapped and became an edit)
+        base = torch.round(base * 10) / 10
         for (s, t, k), v in self._edits.items():
             if s == self.sentence.value:
                 base[t, k] = v
