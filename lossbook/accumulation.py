@@ -9,7 +9,7 @@ import torch
 
 from .cross_entropy import fixed_cross_entropy
 
-__all__ = ["count_items", "full_batch_grad", "accumulated_grad", "relative_error"]
+__all__ = ["count_items", "full_batch_grad", "accumulated_grad", "relative_error", "cosine_similarity"]
 
 
 def count_items(micro_batches, ignore_index: int = -100) -> int:
@@ -57,3 +57,8 @@ def accumulated_grad(model: torch.nn.Module, micro_batches, *, shared_denominato
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     """||a - b|| / ||b||."""
     return float((a - b).norm() / b.norm())
+
+
+def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
+    """a . b / (||a|| ||b||): 1 when two gradients point the same way, whatever their lengths."""
+    return float((a.double() @ b.double()) / (a.double().norm() * b.double().norm()))

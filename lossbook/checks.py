@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["CheckResult", "compare_losses", "cross_entropy_cases", "self_check", "check_function"]
+__all__ = ["CheckResult", "compare_losses", "cross_entropy_cases", "self_check", "check_function",
+           "check_expression"]
 
 
 @dataclass
@@ -126,3 +127,45 @@ def check_function(name: str, candidate, reference, cases, *, atol: float = 1e-5
               f"arguments {keywords})")
         return
     print(result)
+
+
+def check_expression(name: str, expression, symbols, reference, *, points: int = 5, seed: int = 0,
+                     scale: float = 3.0, atol: float = 1e-8) -> None:
+    """An exercise's self-check for a sympy derivation: prints PASS or FAIL and the error, never the answer.
+
+    ``expression`` (a sympy expression or Matrix, or ``...`` for not attempted yet) is evaluated at
+    ``points`` seeded random points (normal, times ``scale``) of ``symbols`` and compared with
+    ``reference(values)``, where ``values`` is a float64 tensor with one entry per symbol (an independent
+    computation, e.g. autograd).  Symbols are matched by *name*, so a reader's own ``sp.Symbol("z0")``
+    (with or without assumptions) is accepted; a symbol the check does not know is a FAIL that names it.
+    """
+    if expression is Ellipsis:
+        print(f"{name}: not attempted yet (replace ... with your sympy expression)")
+        return
+    try:
+        import numpy as np
+        import sympy as sp
+
+        expression = sp.sympify(expression)
+        by_name = {s.name: s for s in expression.free_symbols}
+        unknown = sorted(set(by_name) - {s.name for s in symbols})
+        if unknown:
+            print(f"FAIL  {name}: your expression uses symbols the check does not know: {unknown} "
+                  f"(expected only {[s.name for s in symbols]})")
+            return
+        args = [by_name.get(s.name, s) for s in symbols]
+        fn = sp.lambdify(args, expression, "numpy")
+        g = torch.Generator().manual_seed(seed)
+        worst = 0.0
+        for _ in range(points):
+            values = scale * torch.randn(len(symbols), generator=g, dtype=torch.float64)
+            got = torch.as_tensor(np.array(fn(*values.tolist()), dtype=np.float64))
+            want = torch.as_tensor(reference(values), dtype=torch.float64)
+            if got.shape != want.shape:
+                got = got.reshape(want.shape) if got.numel() == want.numel() else got
+            worst = max(worst, _error(got, want))
+    except Exception as err:  # a reader's expression that cannot be evaluated gets a verdict, not a traceback
+        print(f"FAIL  {name}: evaluating your expression raised {type(err).__name__}: {err}")
+        return
+    mark = "PASS" if worst <= atol else "FAIL"
+    print(f"{mark}  {name}: max error {_fmt(worst)} over {points} random points (atol {atol:g})")

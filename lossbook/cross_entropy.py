@@ -21,12 +21,37 @@ from ._checks import (
     torch_checks_values,
 )
 
-__all__ = ["fixed_cross_entropy", "per_position_cross_entropy"]
+__all__ = ["cross_entropy_from_scratch", "fixed_cross_entropy", "per_position_cross_entropy"]
 
 # keywords forwarded to torch.nn.functional.cross_entropy; transformers drops them silently
 _FORWARDED = ("label_smoothing", "weight")
 # keywords that would contradict num_items_in_batch's choice of reduction
 _REFUSED = ("reduction", "reduce", "size_average")
+
+
+def cross_entropy_from_scratch(
+    source: torch.Tensor,
+    target: torch.Tensor,
+    num_items_in_batch: int | torch.Tensor | None = None,
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """Cross-entropy in four lines, the arithmetic :func:`fixed_cross_entropy` leaves to PyTorch.
+
+    ``source``: Float[Tensor, "items classes"] logits; ``target``: Long[Tensor, "items"] class indices or
+    ``ignore_index``.  loss = sum over kept items i of [logsumexp(z_i) - z_i[y_i]] / D, D = the kept count or
+    ``num_items_in_batch``.  For teaching (chapter 01): no input checks beyond the shapes, float32/64 only.
+    """
+    check_float("source", source)
+    check_integer("target", target)
+    check_rank("source", source, (2,), "[items, classes]")
+    if target.shape != source.shape[:1]:
+        raise ValueError(f"target must have shape [{source.shape[0]}] to match source {shape_str(source)}, "
+                         f"got {shape_str(target)}")
+    kept = target != ignore_index  # [items]
+    log_p = source - torch.logsumexp(source, dim=-1, keepdim=True)  # [items, classes]: never log(softmax)
+    picked = log_p.gather(-1, torch.where(kept, target, 0).unsqueeze(-1)).squeeze(-1)  # [items]
+    total = -(picked * kept).sum()  # []: ignored items contribute 0 (and a zero gradient)
+    return total / (kept.sum() if num_items_in_batch is None else num_items_in_batch)  # []
 
 
 def fixed_cross_entropy(
@@ -71,7 +96,13 @@ def fixed_cross_entropy(
       ``torch.nn.functional.cross_entropy`` (transformers swallows them in
       ``**kwargs``); ``weight`` must be a floating ``[classes]`` tensor and is
       moved to the logits' device and dtype; ``reduction`` is refused, since
-      ``num_items_in_batch`` decides it.  Other keywords are ignored, as
+      ``num_items_in_batch`` decides it.
+    * ``weight`` together with ``num_items_in_batch`` is refused (ValueError): with a class weight the
+      mean divides by the summed weights of the kept targets, sum_i w[y_i] l_i / sum_i w[y_i], but
+      ``num_items_in_batch`` counts items, so accumulated micro-batches would give sum_i w[y_i] l_i / N,
+      which is neither the full batch's weighted mean nor a fixed multiple of it.  Upstream drops
+      ``weight`` silently.  For weighted accumulation, sum the ``reduction="none"`` losses and divide by the
+      total weight of the whole batch yourself.  Other keywords are ignored, as
       upstream, because models forward their own keyword arguments to the loss.
     * ``num_items_in_batch`` must be a positive, finite count (an int, a float
       or a one-element tensor): NaN, infinite, zero, negative and boolean
@@ -126,6 +157,13 @@ def _score(source, target, num_items_in_batch, ignore_index, kwargs, source_name
     matching shape, ``ignore_index`` an int).  ``deferred``: the label values are not checked yet, PyTorch's CPU
     kernel checks them during the loss and, if it raises, lossbook re-checks them for a clear message."""
     extra = _forwarded_kwargs(kwargs, source, source_name) if kwargs else kwargs
+    if "weight" in extra and num_items_in_batch is not None:
+        raise ValueError(
+            "weight and num_items_in_batch cannot be combined: a class-weighted mean divides by the summed "
+            "weights of the kept targets, num_items_in_batch counts them, so accumulated micro-batches "
+            "would not equal the full batch's weighted mean; sum the reduction='none' losses and divide by "
+            "the whole batch's total weight instead"
+        )
     denominator = None if num_items_in_batch is None else check_count("num_items_in_batch", num_items_in_batch)
     if target.dtype is not torch.long or target.device != source.device:
         target = target.to(device=source.device, dtype=torch.long)

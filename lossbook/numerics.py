@@ -5,11 +5,33 @@ Chapter: notebooks/00_how_to_read_this_book.ipynb.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ._checks import check_float
 
-__all__ = ["logsumexp_naive", "logsumexp_stable", "log_softmax_naive", "log_softmax_stable"]
+__all__ = [
+    "exp_limits",
+    "logsumexp_naive",
+    "logsumexp_stable",
+    "log_softmax_naive",
+    "log_softmax_stable",
+    "log_of_softmax",
+]
+
+
+def exp_limits(dtype: torch.dtype) -> tuple[float, float]:
+    """``(overflow, underflow)``: ``exp(x)`` is ``inf`` in ``dtype`` above ``overflow`` = log(max), and
+    ``underflow`` = log(smallest subnormal) is the smallest exponent whose ``exp`` is not 0 (below
+    ``underflow - log 2`` the result rounds to 0).
+
+    float32: (88.72, -103.28); float16: (11.09, -16.64); bfloat16: (88.72, -92.19).
+    """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    info = torch.finfo(dtype)
+    return math.log(info.max), math.log(info.smallest_normal * info.eps)
 
 
 def logsumexp_naive(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -27,7 +49,9 @@ def logsumexp_stable(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 def log_softmax_naive(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """log(softmax(z)) in two steps: softmax underflows to 0 and log(0) = -inf."""
+    """log(exp(z) / sum(exp(z))) as written: ``exp`` overflows (float32 above ~88.7, float16 above ~11.1),
+    and ``x / inf = 0`` gives log(0) = -inf (``inf / inf`` gives nan).  An overflow, not an underflow:
+    for the underflow see :func:`log_of_softmax`."""
     check_float("z", z)
     p = torch.exp(z) / torch.exp(z).sum(dim, keepdim=True)
     return torch.log(p)
@@ -36,3 +60,13 @@ def log_softmax_naive(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
 def log_softmax_stable(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """z - logsumexp(z): the form every loss in this book uses."""
     return z - logsumexp_stable(z, dim).unsqueeze(dim)
+
+
+def log_of_softmax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """log(softmax(z)) with torch's (max-shifted, never overflowing) softmax: it still *underflows*.
+
+    A probability below the smallest subnormal (a logit gap above ~103.3 in float32, ~16.6 in float16)
+    rounds to 0 and log(0) = -inf, while the true log-probability is a finite ``z_y - logsumexp(z)``.
+    """
+    check_float("z", z)
+    return torch.log(torch.softmax(z, dim))

@@ -394,3 +394,65 @@ def test_tiny_gpt_forward_and_loss_shapes():
     assert logits.shape == (2, 16, data.tokenizer.vocab_size)
     # an untrained model is close to uniform: loss near log(vocab)
     assert abs(causal_lm_loss(logits, x).item() - math.log(data.tokenizer.vocab_size)) < 1.0
+
+
+def test_alignment_viewer_slider_shows_the_logit_it_computes_with_and_ignores_echoes():
+    """The slider-echo bug: the logit slider showed a rounded value while the loss used the unrounded logit,
+    and a browser echo of that value (a hair off) was recorded as an edit, moving the loss."""
+    viewer = AlignmentViewer(text="Jack and Jill", padding=2, position=0)
+    for t in range(viewer.position.max + 1):
+        viewer.position.value = t
+        input_ids, labels, logits = viewer.tensors()
+        k = viewer.targets[t] if viewer.targets[t] is not None else int(input_ids[0, t])
+        assert viewer.logit.value == logits[0, t, k].item(), t  # displayed == computed with
+    viewer.position.value = 2
+    loss, overrides = viewer.loss, dict(viewer.overrides)
+    viewer.logit.value = viewer.logit.value + 1e-9  # the browser's echo, a hair off
+    assert viewer.loss == loss and viewer.overrides == overrides
+    assert viewer.logit.value == viewer.tensors()[2][0, 2, viewer.targets[2]].item()
+    viewer.logit.value = 7.3  # off the grid: rounded to the step, and the loss uses what is shown
+    assert viewer.logit.value == 7.5
+    assert viewer.tensors()[2][0, 2, viewer.targets[2]].item() == 7.5
+
+
+def test_rhyme_splits_are_disjoint_whole_rhymes_and_test_is_the_old_heldout():
+    from lossbook.demos import causal_lm as demo
+
+    splits = demo.load_rhyme_splits()
+    old = demo.load_rhymes(heldout_every=6)
+    assert torch.equal(splits.test_ids, old.heldout_ids) and splits.test_titles == old.heldout_titles
+    assert not set(splits.val_titles) & set(splits.test_titles)
+    assert len(splits.train_ids) + len(splits.val_ids) == len(old.train_ids)
+    with pytest.raises(ValueError, match="two different offsets"):
+        demo.load_rhyme_splits(val_offset=5)
+
+
+def test_ngram_nll_counts_by_hand():
+    from lossbook.demos import causal_lm as demo
+
+    train, data = torch.tensor([0, 1, 0, 1, 1]), torch.tensor([0, 1, 1])
+    # bigram, add 1, vocab 2: p(1|0) = (2+1)/(2+2), p(1|1) = (1+1)/(2+2)  (contexts: 0 twice, 1 twice)
+    expected = -(math.log(3 / 4) + math.log(2 / 4)) / 2
+    assert demo.ngram_nll(train, data, 2, order=2, add=1.0) == pytest.approx(expected)
+    # unigram, add 1: p(1) = (3+1)/(5+2)
+    assert demo.ngram_nll(train, data, 2, order=1, add=1.0) == pytest.approx(-math.log(4 / 7))
+    with pytest.raises(ValueError, match="add must be > 0"):
+        demo.ngram_nll(train, data, 2, add=0)
+    with pytest.raises(ValueError, match="order must be an int >= 1"):
+        demo.ngram_nll(train, data, 2, order=0)
+
+
+@pytest.mark.parametrize("n,length,stride", [(10, 4, 2), (37, 8, 3), (16, 4, 4), (5, 8, 2)])
+def test_strided_windows_score_every_target_once(n, length, stride):
+    from lossbook.demos import causal_lm as demo
+
+    ids = torch.arange(1, n + 1)
+    x, y = demo.strided_windows(ids, length, stride)
+    kept = y[y != -100]
+    assert sorted(kept.tolist()) == list(range(2, n + 1))  # every target x_1 ... x_{n-1} exactly once
+    assert ((x == y - 1) | (y == -100)).all()  # each target is the next token of its input
+    if stride == length:
+        sx, sy = demo.stream_windows(ids, length)
+        assert torch.equal(x, sx) and torch.equal(y, sy)
+    for row in y[1:]:  # after the first window, only the last `stride` positions (or fewer) are scored
+        assert (row[: length - stride] == -100).all()

@@ -256,3 +256,59 @@ def test_nan_logits_at_an_ignored_row_give_a_finite_loss_and_a_nan_gradient_row_
     assert torch.isfinite(ours[0]) and torch.equal(ours[0], theirs[0])
     assert torch.isnan(ours[1][1]).all() and torch.isfinite(ours[1][[0, 2, 3]]).all()
     assert torch.equal(torch.isnan(ours[1]), torch.isnan(theirs[1]))
+
+
+def test_weight_with_num_items_in_batch_is_refused_because_accumulation_would_be_wrong():
+    g = torch.Generator().manual_seed(0)
+    source, target = torch.randn(6, 3, generator=g), torch.tensor([0, 1, 2, 2, -100, 0])
+    weight = torch.tensor([1.0, 2.0, 5.0])
+    with pytest.raises(ValueError, match="weight and num_items_in_batch cannot be combined"):
+        fixed_cross_entropy(source, target, num_items_in_batch=5, weight=weight)
+    with pytest.raises(ValueError, match="weight and num_items_in_batch cannot be combined"):
+        fixed_cross_entropy(source.half(), target, num_items_in_batch=5, weight=weight)
+    # why: two micro-batches summed over the shared count do not give the full batch's weighted mean
+    full = fixed_cross_entropy(source, target, weight=weight)
+    parts = [F.cross_entropy(s, t, weight=weight, reduction="sum") / 5 for s, t in
+             zip(source.chunk(2), target.chunk(2))]
+    assert abs(float(sum(parts) - full)) > 0.1
+    # each alone is still fine
+    fixed_cross_entropy(source, target, weight=weight)
+    fixed_cross_entropy(source, target, num_items_in_batch=5)
+
+
+@pytest.mark.parametrize("count", [None, 9])
+def test_cross_entropy_from_scratch_equals_fixed_cross_entropy(count):
+    from lossbook.cross_entropy import cross_entropy_from_scratch
+
+    for case in cross_entropy_cases(seed=4, dtype=torch.float64):
+        case = dict(case, num_items_in_batch=count)
+        result = compare_losses(cross_entropy_from_scratch, fixed_cross_entropy, [case], atol=1e-12)
+        assert result.passed, result
+    with pytest.raises(ValueError, match=r"target must have shape \[4\]"):
+        cross_entropy_from_scratch(torch.randn(4, 3), torch.zeros(3, dtype=torch.long))
+
+
+def test_entropy_plus_kl_is_cross_entropy_and_is_the_smoothing_floor():
+    z = derivations.logit_symbols(3)
+    eps = sp.Rational(1, 10)
+    q = derivations.label_smoothed_target(3, 1, eps)
+    p = derivations.softmax(z)
+    lhs = derivations.entropy(q) + derivations.kl_divergence(q, p)
+    point = {z[0]: 1, z[1]: 3, z[2]: -2}
+    value = sp.N((lhs - derivations.label_smoothed_cross_entropy(z, 1, eps)).subs(point), 30)
+    assert abs(value) < 1e-25
+    # the KL vanishes at p = q: the smoothed loss's minimum is H(q), not 0
+    at_q = {z[i]: sp.log(q[i]) for i in range(3)}
+    assert sp.simplify(derivations.kl_divergence(q, p).subs(at_q)) == 0
+    assert float(sp.N(derivations.entropy(q))) == pytest.approx(0.29114, abs=1e-5)
+    wrong = derivations.entropy(q) - derivations.kl_divergence(q, p)
+    assert abs(sp.N((wrong - derivations.label_smoothed_cross_entropy(z, 1, eps)).subs(point))) > 1e-3
+
+
+def test_cosine_similarity_ignores_length():
+    from lossbook.accumulation import cosine_similarity
+
+    a = torch.tensor([1.0, 2.0, 3.0])
+    assert cosine_similarity(a, 5 * a) == pytest.approx(1.0)
+    assert cosine_similarity(a, -a) == pytest.approx(-1.0)
+    assert cosine_similarity(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])) == pytest.approx(0.0)

@@ -207,6 +207,7 @@ def expected_alignment_02(history):
         labels[0, len(TEXT_02):] = -100
         g = torch.Generator().manual_seed(0)
         logits = 2 * torch.randn(1, input_ids.shape[1], tok.vocab_size, generator=g, dtype=torch.float64)
+        logits = (logits / 0.5).round().mul(0.5).clamp(-6.0, 12.0)  # on the logit slider's grid
         for (t, k), value in overrides.items():
             if t < input_ids.shape[1]:
                 logits[0, t, k] = value
@@ -640,10 +641,10 @@ CHAPTERS = [
                  [{"position t": 5, "z[t, target]": 8.0}, {"padding": 0, "position t": 12},
                   {"position t": 2, "z[t, target]": -4.5}],
                  # Moving the position re-syncs the logit slider from the kernel; in the browser the slider can send
-                 # that value back a hair off (noUiSlider's float round trip), which the widget records as the
-                 # reader's edit of the logit, so the loss may move with the position alone (seen: 3.6328 ->
-                 # 3.6169 at position 2; reported). Inside a move only what the position decides is checked; each
-                 # move that selects a scored position then sets its logit, which makes the end state certain.
+                 # that value back a hair off (noUiSlider's float round trip). It used to be recorded as the reader's
+                 # edit (the loss moved with the position alone: 3.6328 -> 3.6169 at position 2); the widget's
+                 # logits now lie on the slider's grid and an echo is rounded back to it, changing nothing
+                 # (tests/test_causal_lm.py). Inside a move only what the position decides is still checked.
                  shown_alignment_02, expected_alignment_02, between=("picked", "kept", "targets")),
     ]),
     Chapter("03_masked_lm.ipynb", ("masked_lm.MaskingExplorer(",), [

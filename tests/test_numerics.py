@@ -31,3 +31,32 @@ def test_all_minus_inf_row():
 def test_integer_input_is_refused():
     with pytest.raises(TypeError, match=r"z must be a floating-point tensor.*shape \[3\]"):
         numerics.logsumexp_stable(torch.tensor([1, 2, 3]))
+
+
+def test_exp_limits_are_the_dtype_thresholds():
+    for dtype, (over, under) in {torch.float32: (88.72, -103.28), torch.float16: (11.09, -16.64)}.items():
+        got = numerics.exp_limits(dtype)
+        assert got == pytest.approx((over, under), abs=0.005)
+        assert torch.isfinite(torch.exp(torch.tensor(got[0] - 0.01, dtype=dtype)))
+        assert torch.isinf(torch.exp(torch.tensor(got[0] + 0.02, dtype=dtype)))
+        assert torch.exp(torch.tensor(got[1] + 0.5, dtype=dtype)) > 0
+        assert torch.exp(torch.tensor(got[1] - 1.0, dtype=dtype)) == 0
+    with pytest.raises(TypeError, match="dtype must be a floating-point"):
+        numerics.exp_limits(torch.int64)
+
+
+def test_float16_overflows_at_logits_near_12():
+    z = torch.tensor([12.0, 11.0, 0.0], dtype=torch.float16)
+    assert torch.isinf(numerics.logsumexp_naive(z))
+    assert numerics.logsumexp_stable(z).item() == pytest.approx(12.3133, abs=0.01)
+
+
+def test_log_of_softmax_underflows_without_any_overflow():
+    z = torch.tensor([0.0, 120.0])  # float32: the shifted exponents are exp(-120) and exp(0), both finite math
+    assert torch.isfinite(torch.exp(z - z.max())).all()
+    assert torch.exp(z - z.max())[0] == 0  # ... but exp(-120) rounds to 0: an underflow
+    assert numerics.log_of_softmax(z)[0] == float("-inf")
+    assert numerics.log_softmax_stable(z)[0].item() == -120.0
+    half = torch.tensor([0.0, 20.0], dtype=torch.float16)  # float16 underflows at a gap of ~16.6
+    assert numerics.log_of_softmax(half)[0] == float("-inf")
+    assert numerics.log_of_softmax(torch.tensor([0.0, 15.0], dtype=torch.float16))[0].isfinite()

@@ -62,3 +62,33 @@ def test_error_matches_non_finite_entries_exactly():
     assert checks._error(torch.tensor([inf, 1.0]), torch.tensor([inf, 1.5])) == 0.5
     assert math.isinf(checks._error(torch.tensor([inf]), torch.tensor([-inf])))
     assert math.isinf(checks._error(torch.tensor([1.0, 2.0]), torch.tensor([1.0])))
+
+
+def test_check_expression_passes_a_right_derivation_fails_a_wrong_one_and_never_prints_it(capsys):
+    import sympy as sp
+
+    from lossbook import derivations as d
+    from lossbook.checks import check_expression
+
+    z = d.logit_symbols(3)
+
+    def autograd_hessian(values):
+        return torch.autograd.functional.hessian(
+            lambda v: fixed_cross_entropy(v[None], torch.tensor([1])), values)
+
+    p = sp.Matrix(d.softmax(z))
+    right = sp.diag(*p) - p * p.T
+    mine = [sp.Symbol(f"z{i}") for i in range(3)]  # the reader's own symbols, no assumptions
+    for expression in (right, right.subs(dict(zip(z, mine)))):
+        check_expression("hessian", expression, z, autograd_hessian)
+        assert capsys.readouterr().out.startswith("PASS  hessian")
+    check_expression("hessian", sp.diag(*p), z, autograd_hessian)
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL  hessian") and "exp" not in out
+    check_expression("hessian", right * sp.Symbol("w"), z, autograd_hessian)
+    assert "symbols the check does not know: ['w']" in capsys.readouterr().out
+    check_expression("hessian", ..., z, autograd_hessian)
+    assert "not attempted" in capsys.readouterr().out
+    for _ in range(2):  # the same verdict when run again
+        check_expression("hessian", right, z, autograd_hessian)
+        assert capsys.readouterr().out.startswith("PASS")

@@ -55,3 +55,40 @@ def test_plots_draw_what_they_are_given():
     x, y = make_spirals(10)
     ax = plot_decision_regions(MLP(2, 8, 3), x, y, resolution=20)
     assert len(ax.collections) >= 1
+
+
+def test_keep_best_restores_the_weights_of_the_best_validation_step():
+    seed_everything(0)
+    model = MLP(2, 8, 2)
+    scores = iter([0.2, 0.9, 0.5, 0.1])
+    snapshots = {}
+
+    def eval_fn(m):
+        value = next(scores)
+        snapshots[value] = [p.detach().clone() for p in m.parameters()]
+        return {"val_accuracy": value}
+
+    x, y = torch.randn(16, 2), torch.randint(0, 2, (16,))
+    history = train(model, lambda m, xb, yb: fixed_cross_entropy(m(xb), yb), lambda step: (x, y), steps=4,
+                    lr=0.1, device=torch.device("cpu"), eval_fn=eval_fn, eval_every=1, progress=False,
+                    keep_best="val_accuracy")
+    assert history.best_step == 2
+    for got, kept in zip(model.parameters(), snapshots[0.9]):
+        torch.testing.assert_close(got.detach(), kept)
+    assert not all(torch.equal(a.detach(), b) for a, b in zip(model.parameters(), snapshots[0.1]))
+
+
+def test_keep_best_minimizes_and_refuses_a_missing_metric():
+    x, y = torch.randn(16, 2), torch.randint(0, 2, (16,))
+    loss_fn = lambda m, xb, yb: fixed_cross_entropy(m(xb), yb)  # noqa: E731
+    scores = iter([3.0, 1.0, 2.0])
+    history = train(MLP(2, 8, 2), loss_fn, lambda step: (x, y), steps=3, device=torch.device("cpu"),
+                    eval_fn=lambda m: {"val_loss": next(scores)}, eval_every=1, progress=False,
+                    keep_best="val_loss", maximize=False)
+    assert history.best_step == 2
+    with pytest.raises(ValueError, match="keep_best='val_loss' needs an eval_fn"):
+        train(MLP(2, 8, 2), loss_fn, lambda step: (x, y), steps=1, progress=False, keep_best="val_loss")
+    with pytest.raises(KeyError, match="keep_best='val_loss' is not among"):
+        train(MLP(2, 8, 2), loss_fn, lambda step: (x, y), steps=1, device=torch.device("cpu"),
+              eval_fn=lambda m: {"acc": 1.0}, progress=False, keep_best="val_loss")
+    assert train(MLP(2, 8, 2), loss_fn, lambda step: (x, y), steps=1, progress=False).best_step is None

@@ -17,8 +17,12 @@ from ..text import CharTokenizer, load_text
 __all__ = [
     "RhymeData",
     "load_rhymes",
+    "RhymeSplits",
+    "load_rhyme_splits",
     "unigram_nll",
+    "ngram_nll",
     "stream_windows",
+    "strided_windows",
     "mean_nll",
     "sharded_losses",
     "copying_logits",
@@ -57,6 +61,77 @@ def load_rhymes(heldout_every: int = 6) -> RhymeData:
                      tok.encode(train_text), tok.encode(heldout_text))
 
 
+@dataclass
+class RhymeSplits:
+    """The shipped rhymes in three disjoint sets of whole rhymes: train, validation (model selection) and test."""
+
+    tokenizer: CharTokenizer
+    train_ids: torch.Tensor  # Long[Tensor, "tokens"]
+    val_ids: torch.Tensor  # Long[Tensor, "tokens"]
+    test_ids: torch.Tensor  # Long[Tensor, "tokens"]
+    val_titles: list[str]
+    test_titles: list[str]
+
+
+def load_rhyme_splits(every: int = 6, val_offset: int = 2, test_offset: int = 5) -> RhymeSplits:
+    """Rhyme i goes to validation when ``i % every == val_offset``, to test when ``== test_offset``, else train.
+
+    The test rhymes are those :func:`load_rhymes` holds out with ``heldout_every=every`` (default offsets);
+    the validation rhymes come out of its training set, so choices (training steps, smoothing) are made on
+    them and the test split is read once, at the end.
+    """
+    if not isinstance(every, int) or every < 3 or not (0 <= val_offset < every and 0 <= test_offset < every) \
+            or val_offset == test_offset:
+        raise ValueError(f"need every >= 3 and two different offsets in [0, every), got every={every!r}, "
+                         f"val_offset={val_offset!r}, test_offset={test_offset!r}")
+    text = load_text("nursery_rhymes")
+    rhymes = text.strip().split("\n\n")
+    tok = CharTokenizer(text)
+    groups = {"train": [], "val": [], "test": []}
+    for i, r in enumerate(rhymes):
+        key = "val" if i % every == val_offset else "test" if i % every == test_offset else "train"
+        groups[key].append(r)
+    ids = {k: tok.encode("\n\n".join(v) + "\n\n") for k, v in groups.items()}
+    return RhymeSplits(tok, ids["train"], ids["val"], ids["test"], [r.splitlines()[0] for r in groups["val"]],
+                       [r.splitlines()[0] for r in groups["test"]])
+
+
+def ngram_nll(train_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: int, order: int = 2,
+              add: float = 1.0) -> float:
+    """Mean NLL (nats) of ``eval_ids`` under a count-based n-gram model of ``train_ids`` (add-``add`` smoothing).
+
+    p(x_t | the previous order-1 tokens) = (count(context, x_t) + add) / (count(context) + add * vocab).
+    It scores the targets a causal LM scores, x_1 ... x_{T-1} (x_0 has nothing before it); the first
+    order-2 of them use the shorter contexts available.  The honest baseline for a character-level LM:
+    a network that does not beat counting has learnt nothing a table could not hold.
+    """
+    for name, ids in (("train_ids", train_ids), ("eval_ids", eval_ids)):
+        check_integer(name, ids, "token ids")
+        check_rank(name, ids, (1,), "1-D [tokens]")
+    if not isinstance(order, int) or order < 1:
+        raise ValueError(f"order must be an int >= 1, got {order!r}")
+    if not add > 0:
+        raise ValueError(f"add must be > 0 (add-k smoothing; 0 gives log 0 for unseen n-grams), got {add!r}")
+    from collections import Counter
+
+    train, data = train_ids.tolist(), eval_ids.tolist()
+    counts = [Counter() for _ in range(order)]  # counts[n][(context of length n) + (token,)]
+    contexts = [Counter() for _ in range(order)]
+    for n in range(order):
+        for t in range(n, len(train)):
+            gram = tuple(train[t - n : t + 1])
+            counts[n][gram] += 1
+            contexts[n][gram[:-1]] += 1
+    total = 0.0
+    if len(data) < 2:
+        raise ValueError(f"eval_ids needs at least 2 tokens (one target), got shape {shape_str(eval_ids)}")
+    for t in range(1, len(data)):
+        n = min(order - 1, t)
+        gram = tuple(data[t - n : t + 1])
+        total -= math.log((counts[n][gram] + add) / (contexts[n][gram[:-1]] + add * vocab_size))
+    return total / (len(data) - 1)
+
+
 def unigram_nll(train_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: int) -> float:
     """Mean NLL (nats) of ``eval_ids`` under the character frequencies of ``train_ids`` (add-one smoothing).
 
@@ -86,6 +161,37 @@ def stream_windows(ids: torch.Tensor, length: int, pad_id: int = 0, ignore_index
     inputs = torch.cat([ids, ids.new_full((pad,), pad_id)]).view(windows, length)  # [windows, length]
     labels = torch.cat([targets, targets.new_full((pad,), ignore_index)]).view(windows, length)  # [windows, length]
     return inputs, labels
+
+
+def strided_windows(ids: torch.Tensor, length: int, stride: int, pad_id: int = 0, ignore_index: int = -100):
+    """Overlapping windows for *strided* perplexity: every next token scored once, with more context.
+
+    Windows of ``length`` tokens start every ``stride`` tokens; each window scores only the targets the
+    previous window did not (its last ``stride``; the first window scores all of its own), so every
+    position but the first window's has at least ``length - stride`` tokens of context.  ``stride ==
+    length`` is :func:`stream_windows`.  Returns ``(input_ids, shift_labels)``, Long[Tensor, "windows
+    length"], for :func:`mean_nll` (the Hugging Face perplexity recipe, on shifted labels).
+    """
+    check_integer("ids", ids, "token ids")
+    check_rank("ids", ids, (1,), "1-D [tokens]")
+    if not (isinstance(stride, int) and isinstance(length, int) and 0 < stride <= length):
+        raise ValueError(f"need 0 < stride <= length, got stride={stride!r}, length={length!r}")
+    targets = next_token_labels(ids, ignore_index)  # [tokens]
+    n = ids.numel()
+    inputs, labels = [], []
+    scored_until = 0
+    for begin in range(0, n, stride):
+        end = min(begin + length, n)
+        x = ids[begin:end]
+        y = targets[begin:end].clone()
+        y[: scored_until - begin] = ignore_index  # scored by an earlier window
+        pad = length - x.numel()
+        inputs.append(torch.cat([x, x.new_full((pad,), pad_id)]))
+        labels.append(torch.cat([y, y.new_full((pad,), ignore_index)]))
+        scored_until = end
+        if end == n:
+            break
+    return torch.stack(inputs), torch.stack(labels)
 
 
 @torch.no_grad()

@@ -14,6 +14,8 @@ import sympy as sp
 __all__ = [
     "logit_symbols",
     "softmax",
+    "entropy",
+    "kl_divergence",
     "log_sum_exp",
     "log_sum_exp_shifted",
     "cross_entropy",
@@ -89,6 +91,16 @@ def mean_cross_entropy(zs, ys, ignore_index: int = -100, num_items_in_batch=None
     kept = [(z, y) for z, y in zip(zs, ys) if y != ignore_index]
     denominator = len(kept) if num_items_in_batch is None else num_items_in_batch
     return sum(cross_entropy(z, y) for z, y in kept) / sp.sympify(denominator)
+
+
+def entropy(q) -> sp.Expr:
+    """H(q) = -sum_i q_i log q_i (terms with q_i = 0 are 0)."""
+    return -sum(qi * sp.log(qi) for qi in q if qi != 0)
+
+
+def kl_divergence(q, p) -> sp.Expr:
+    """KL(q || p) = sum_i q_i log(q_i / p_i) (terms with q_i = 0 are 0); H(q, p) = H(q) + KL(q || p)."""
+    return sum(qi * (sp.log(qi) - sp.log(pi)) for qi, pi in zip(q, p) if qi != 0)
 
 
 def label_smoothed_target(classes: int, y: int, eps) -> list[sp.Expr]:

@@ -31,7 +31,9 @@ class AlignmentViewer(W.VBox):
     character, padding) has a zero gradient row whatever its (finite) logits.
 
     ``viewer.loss``, ``viewer.grad`` (the selected row), ``viewer.kept`` and ``viewer.targets`` hold the
-    numbers shown, computed by ``causal_lm_loss`` and autograd in float64.
+    numbers shown, computed by ``causal_lm_loss`` and autograd in float64.  The logits lie on the logit
+    slider's grid (step 0.5), so the slider always shows the exact logit the loss uses, and a value sent
+    back by the browser a hair off the grid (a slider echo) is rounded to it and changes nothing.
     """
 
     def __init__(self, text: str = "Jack and Jill", padding: int = 2, position: int = 0, seed: int = 0):
@@ -63,10 +65,19 @@ class AlignmentViewer(W.VBox):
         g = torch.Generator().manual_seed(self.seed)
         seq, vocab = input_ids.shape[1], self.tokenizer.vocab_size
         logits = 2 * torch.randn(1, seq, vocab, generator=g, dtype=torch.float64)  # [1, seq, vocab]
+        # on the logit slider's grid (step 0.5, [min, max]): the slider shows exactly the logit computed with
+        logits = self._on_grid(logits)
         for (t, k), value in self.overrides.items():
             if t < seq:
                 logits[0, t, k] = value
         return input_ids, labels, logits
+
+    def _on_grid(self, value):
+        """Round to the logit slider's step and clip to its range (a float or a tensor)."""
+        lo, hi, step = self.logit.min, self.logit.max, self.logit.step
+        if torch.is_tensor(value):
+            return (value / step).round().mul(step).clamp(lo, hi)
+        return float(min(hi, max(lo, round(value / step) * step)))
 
     def _target(self, t: int) -> int | None:
         """The label row t is scored against, or None."""
@@ -93,9 +104,17 @@ class AlignmentViewer(W.VBox):
             return
         t = self.position.value
         k = self._target(t)
+        input_ids, _, logits = self.tensors()
         if k is None:  # no target: the slider moves the logit of the current token, which the loss ignores
-            k = int(self.tensors()[0][0, t])
-        self.overrides[(t, k)] = float(self.logit.value)
+            k = int(input_ids[0, t])
+        value = self._on_grid(float(self.logit.value))
+        if value != self.logit.value:  # a browser echo a hair off the grid: show the grid value
+            self._syncing = True
+            self.logit.value = value
+            self._syncing = False
+        if value == float(logits[0, t, k]):  # nothing changed (e.g. the echo of a position move)
+            return
+        self.overrides[(t, k)] = value
         self._update()
 
     def _sync_logit(self):
@@ -105,7 +124,7 @@ class AlignmentViewer(W.VBox):
         k = self._target(t)
         k = int(input_ids[0, t]) if k is None else k
         self._syncing = True
-        self.logit.value = max(self.logit.min, min(self.logit.max, round(float(logits[0, t, k]) * 2) / 2))
+        self.logit.value = float(logits[0, t, k])  # on the grid already: exactly the value computed with
         self._syncing = False
 
     # ---- compute and render -----------------------------------------------------------------------------
