@@ -35,6 +35,7 @@ __all__ = [
     "reward_laplace",
     "distributed",
     "dpo",
+    "spin",
     "memory",
 ]
 
@@ -122,5 +123,6 @@ from . import (  # noqa: E402
     reward,
     reward_laplace,
     sequence_classification,
+    spin,
     token_classification,
 )
