@@ -16,16 +16,18 @@ from ..spin import spin_loss
 __all__ = ["SpinExplorer", "default_snapshots"]
 
 
-def default_snapshots(iterations: int = 2, seed: int = 0) -> list[dict]:
-    """Snapshots of a seconds-long SPIN run on ``tiny_spin_models`` (random token ids): for tests and a quick look."""
-    from ..demos.spin import snapshot, tiny_spin_models
+def default_snapshots(iterations: int = 3, seed: int = 0) -> list[dict]:
+    """Snapshots of a seconds-long SPIN run on the rhymes: a small GPT (d_model 32, one layer) pre-trained for 60
+    steps on 16 windows (prompt 8, completion 16 characters), then ``iterations`` SPIN iterations of 5 steps."""
+    from ..demos.spin import make_spin_data, pretrain, snapshot
     from ..spin import SPINTrainer
 
-    policy, _, batch = tiny_spin_models(seed, batch=8, pad=False)
-    trainer = SPINTrainer(policy, batch["real"], 3, batch_size=8, steps_per_iteration=5, lam=0.5, lr=1e-2, seed=seed,
-                          progress=False)
+    data = make_spin_data(n_train=16, n_valid=4, prompt_len=8, completion_len=16, seed=seed)
+    policy = pretrain(data, steps=60, seed=seed, lr=1e-2, d_model=32, n_layers=1, progress=False)
+    trainer = SPINTrainer(policy, data.train_seqs, data.prompt_len, batch_size=16, steps_per_iteration=5, lam=0.1,
+                          lr=3e-3, seed=seed, progress=False)
     shots: list[dict] = []
-    trainer.run(iterations, callback=lambda t: shots.append(snapshot(t)))
+    trainer.run(iterations, callback=lambda t: shots.append(snapshot(t, tokenizer=data.tokenizer)))
     return shots
 
 
