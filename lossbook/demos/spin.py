@@ -31,6 +31,7 @@ __all__ = [
     "bigram_tv",
     "sample_distance",
     "heldout_nll",
+    "measure",
     "run_arm",
     "spin_cases",
     "lossbook_spin_forward",
@@ -324,15 +325,22 @@ def heldout_nll(model, data: SpinData) -> float:
     return out
 
 
+def measure(model, data: SpinData, iteration: int = 0, *, distance_seeds=(101, 102), samples: int = 256) -> dict:
+    """One row of the demo's table: ``iteration``, ``tv`` (``sample_distance`` per seed), ``nll`` (``heldout_nll``)."""
+    tvs = [sample_distance(model, data, samples=samples, seed=s)[0] for s in distance_seeds]
+    return {"iteration": iteration, "tv": tvs, "nll": heldout_nll(model, data)}
+
+
 def run_arm(start_model, data: SpinData, *, iterations: int, steps_per_iteration: int, objective: str = "spin",
             ref_ema_decay: float | None = None, lam: float = 0.1, lr: float = 3e-4, batch_size: int = 32,
             seed: int = 0, distance_seeds=(101, 102), samples: int = 256, progress: bool = True,
-            snapshots: list | None = None):
+            snapshots: list | None = None, start: dict | None = None):
     """One arm of the demo: a copy of ``start_model`` trained ``iterations`` x ``steps_per_iteration`` steps.
 
     Returns ``(model, rows)``; rows[i] (i = 0 is the start) holds ``iteration``, ``tv`` (one per distance seed),
     ``nll`` (held-out NLL per character) and ``valid_spin_loss`` where measured.  A ``snapshots`` list receives a
-    ``snapshot`` at the end of each iteration.
+    ``snapshot`` at the end of each iteration.  ``start``: ``measure(start_model, ...)`` computed once and shared
+    by the arms (every arm starts from the same model, so its row 0 is the same).
     """
     model = copy.deepcopy(start_model)
     trainer = SPINTrainer(model, data.train_seqs, data.prompt_len, valid_seqs=data.valid_seqs, objective=objective,
@@ -340,16 +348,12 @@ def run_arm(start_model, data: SpinData, *, iterations: int, steps_per_iteration
                           ref_ema_decay=ref_ema_decay, valid_every=10 ** 9, seed=seed, progress=progress,
                           desc=f"{objective}" + ("" if ref_ema_decay is None else f" ema {ref_ema_decay}"))
 
-    def measure(i):
-        tvs = [sample_distance(model, data, samples=samples, seed=s)[0] for s in distance_seeds]
-        return {"iteration": i, "tv": tvs,
-                "nll": heldout_nll(model, data)}
-
-    rows = [measure(0)]
+    rows = [dict(start) if start is not None else measure(model, data, 0, distance_seeds=distance_seeds,
+                                                          samples=samples)]
     for i in range(1, iterations + 1):
         trainer.run(i, callback=None if snapshots is None else
                     lambda t: snapshots.append(snapshot(t, tokenizer=data.tokenizer)))
-        rows.append(measure(i))
+        rows.append(measure(model, data, i, distance_seeds=distance_seeds, samples=samples))
         if "valid_spin_loss" in trainer.history.keys():
             rows[-1]["valid_spin_loss"] = trainer.history.last("valid_spin_loss")
     return model, rows
