@@ -18,6 +18,7 @@ from .masked_lm import masked_lm_loss
 from .question_answering import question_answering_loss
 from .reward import pairwise_accuracy, pairwise_reward_loss, preference_probs
 from .sequence_classification import sequence_classification_loss
+from .spin import spin_loss
 from .token_classification import token_classification_loss
 
 # The teaching layers (sympy, matplotlib, ipywidgets, tqdm, IPython) load on first use (PEP 562), so a
@@ -84,6 +85,7 @@ __all__ = [
     "pairwise_accuracy",
     "sequence_logps",
     "dpo_loss",
+    "spin_loss",
     "pick_device",
     "pin_threads",
     "seed_everything",

@@ -601,6 +601,45 @@ CHAPTER_09 = Chapter("09_dpo.ipynb", ("dpo.VariantExplorer(", "dpo.LogpsTracer("
 ])
 
 
+# -- chapter 10 -----------------------------------------------------------------------------------------------------
+def shown_spin_10(dom):
+    return {"loss": dom["loss"], "rows": [r[2:] for r in _body(dom["tables"][0])],
+            "pair": _numbers(dom["paras"][0])[:2]}
+
+
+@cache
+def _snapshots_10():
+    from lossbook.widgets.spin import default_snapshots
+
+    lossbook.pin_threads()  # as the chapter's first cell: the same single-thread arithmetic as the kernel
+    return default_snapshots()
+
+
+def expected_spin_10(history):
+    from lossbook.spin import spin_loss
+
+    s = merged(history)
+    shot = _snapshots_10()[int(s["iteration"]) - 1]
+    i, lam = int(s["example"]), float(s["lambda"])
+    losses = spin_loss(shot["policy_real"], shot["policy_generated"], shot["ref_real"], shot["ref_generated"],
+                       lam=lam)[0]  # [pairs]
+    h_real, h_gen = shot["policy_real"] - shot["ref_real"], shot["policy_generated"] - shot["ref_generated"]
+    rows = [[f"{float(shot['policy_real'][i]):+.3f}", f"{float(shot['ref_real'][i]):+.3f}", f"{float(h_real[i]):+.3f}"],
+            [f"{float(shot['policy_generated'][i]):+.3f}", f"{float(shot['ref_generated'][i]):+.3f}",
+             f"{float(h_gen[i]):+.3f}"]]
+    return {"loss": f"{losses.mean().item():.4f}", "rows": rows,
+            "pair": [f"{lam * float(h_real[i] - h_gen[i]):+.4f}", f"{float(losses[i]):.4f}"]}
+
+
+CHAPTER_10 = Chapter("10_spin.ipynb", ("spin.SpinExplorer(",), [
+    # lambda is a FloatLogSlider (step 0.05 in log10): type values on its grid (1.0, 0.01)
+    Explorer("SpinExplorer", "iteration", {"iteration": 1, "example": "0", "lambda": 0.1},
+             [{"iteration": 3, "example": "2"}, {"lambda": 1.0, "iteration": Keys(2, 1)},
+              {"example": "1", "lambda": 0.01}],
+             shown_spin_10, expected_spin_10),
+])
+
+
 # -- chapter 11 -----------------------------------------------------------------------------------------------------
 def shown_memory_11(dom):
     return {"rows": _body(dom["tables"][0])}
@@ -692,6 +731,7 @@ CHAPTERS = [
                  shown_uncertainty_08, expected_uncertainty_08, main="mean"),
     ]),
     CHAPTER_09,
+    CHAPTER_10,
     CHAPTER_11,
     Chapter("12_distributed.ipynb", ("distributed.TokenWeights(",), [
         Explorer("TokenWeights", "recipe",

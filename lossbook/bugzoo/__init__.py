@@ -24,6 +24,7 @@ __all__ = [
     "reward_laplace",
     "distributed",
     "dpo",
+    "spin",
     "memory",
 ]
 
@@ -66,5 +67,6 @@ from . import (  # noqa: E402
     reward,
     reward_laplace,
     sequence_classification,
+    spin,
     token_classification,
 )

@@ -13,6 +13,7 @@ from . import (
     reward,
     reward_laplace,
     sequence_classification,
+    spin,
     token_classification,
 )
 
@@ -26,5 +27,6 @@ __all__ = [
     "reward_laplace",
     "distributed",
     "dpo",
+    "spin",
     "memory",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "reward_laplace",
     "distributed",
     "dpo",
+    "spin",
     "memory",
 ]
 
@@ -134,5 +135,6 @@ from . import (  # noqa: E402
     reward,
     reward_laplace,
     sequence_classification,
+    spin,
     token_classification,
 )

@@ -30,6 +30,7 @@ __all__ = [
     "reward_laplace",
     "distributed",
     "dpo",
+    "spin",
     "memory",
 ]
 
@@ -183,5 +184,6 @@ from . import (  # noqa: E402
     reward,
     reward_laplace,
     sequence_classification,
+    spin,
     token_classification,
 )
