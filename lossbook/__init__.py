@@ -34,6 +34,7 @@ _LAZY_MODULES = frozenset({
     "models",
     "numerics",
     "plotting",
+    "selection",
     "train",
     "widgets",
 })
@@ -67,6 +68,7 @@ __all__ = [
     "models",
     "numerics",
     "plotting",
+    "selection",
     "train",
     "widgets",
     "memory",

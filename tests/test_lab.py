@@ -273,7 +273,8 @@ def expected_masking_03(history):
     return {"loss": "nan (no position selected: 0/0)" if kept == 0 else f"{loss.item():.4f}",
             "counts": [str(kept), str(ordinary), f"{s['mlm_prob'] * ordinary:.2f}", str(replaced), str(randomized),
                        str(kept - replaced - randomized)],
-            "labels": [str(y) if y != -100 else "-100" for y in labels[0].tolist()],
+            "labels": [{" ": "␣", "\n": "↵"}.get(tok.vocab[y], tok.vocab[y]) if y != -100 else "-100"
+                       for y in labels[0].tolist()],
             "grad norms": [f"{g:.2f}" if g else "0" for g in leaf.grad[0].norm(dim=-1).tolist()],
             "shapes": [str(x) for x in shapes]}
 
