@@ -654,7 +654,9 @@ CHAPTERS = [
         Explorer("MaskingExplorer", "mlm_prob", {"mlm_prob": 0.15, "seed": 0},
                  [{"mlm_prob": 0.5}, {"seed": 7, "mlm_prob": 0.3}], shown_masking_03, expected_masking_03),
     ]),
-    Chapter("04_sequence_classification.ipynb", ("SequenceClassificationExplorer(",), [
+    # the displayed explorer's cell (a second, undisplayed one is moved by a later cell of the chapter)
+    Chapter("04_sequence_classification.ipynb",
+            ("explorer = lossbook.widgets.sequence_classification.SequenceClassificationExplorer(",), [
         Explorer("SequenceClassificationExplorer", "problem",
                  {"problem": "multi-label (BCE with logits)", "batch": 1, "z0": 1.0, "z1": -0.5, "z2": 0.3,
                   "label y (slider)": 0.5, "label y (class)": "class 0", "y0": 1.0, "y1": 0.0, "y2": 1.0},

@@ -512,3 +512,40 @@ def test_explorer_controls_wrap_above_the_tables():
     ex = SequenceClassificationExplorer()
     controls, table = ex.children
     assert controls.layout.flex_flow == "row wrap" and table is ex.html
+
+
+def test_count_regression_baseline_is_exact_on_a_linear_target():
+    train = demo.make_sequence_tasks(500, generator=torch.Generator().manual_seed(0))
+    test = demo.make_sequence_tasks(200, generator=torch.Generator().manual_seed(1))
+    assert demo.count_regression_baseline(train, test) > 0.999
+    shuffled = (train[0], train[1][torch.randperm(500, generator=torch.Generator().manual_seed(2))], *train[2:])
+    assert demo.count_regression_baseline(shuffled, test) < 0.2
+
+
+def _verdicts(check, answer, capsys):
+    out = []
+    for _ in range(2):  # the same verdict when run twice
+        check(answer)
+        out.append(capsys.readouterr().out)
+    assert out[0] == out[1]
+    return out[0]
+
+
+def test_exercise_checks_accept_right_answers_and_fail_wrong_ones(capsys):
+    def flipped(ids, pad):
+        return ids.shape[-1] - 1 - (ids != pad).int().flip(-1).argmax(-1)
+
+    assert "not attempted" in _verdicts(demo.check_last_token_positions, ..., capsys)
+    assert ": correct" in _verdicts(demo.check_last_token_positions, flipped, capsys)
+    assert "not yet" in _verdicts(demo.check_last_token_positions, lambda ids, pad: (ids != pad).sum(-1) - 1, capsys)
+    assert "raised" in _verdicts(demo.check_last_token_positions, lambda ids: ids, capsys)
+
+    z, y, w = sp.symbols("z y w")
+    assert ": correct" in _verdicts(demo.check_pos_weight_grad, (1 + (w - 1) * y) * dsc.sigmoid(z) - w * y, capsys)
+    assert "not yet" in _verdicts(demo.check_pos_weight_grad, dsc.sigmoid(z) - y, capsys)
+    assert "not yet" in _verdicts(demo.check_pos_weight_grad, w * (dsc.sigmoid(z) - y), capsys)
+    assert "only the symbols" in _verdicts(demo.check_pos_weight_grad, sp.Symbol("x"), capsys)
+
+    assert ": correct" in _verdicts(demo.check_same_broadcast_loss, [3, 2, 1], capsys)
+    for wrong in ([1, 2, 3], [2, 2, 2], [4, 5, 6]):
+        assert "not yet" in _verdicts(demo.check_same_broadcast_loss, wrong, capsys)

@@ -28,6 +28,7 @@ __all__ = [
     "tiny_llama_classifier",
     "padded_batch",
     "majority_baselines",
+    "count_regression_baseline",
     "check_last_token_positions",
     "check_pos_weight_grad",
     "check_same_broadcast_loss",
@@ -168,6 +169,20 @@ def majority_baselines(train_set, test_set) -> dict[str, float]:
     return {"r2": r2_score(mean, t_reg), "accuracy": float((t_single == majority).float().mean()),
             "exact_match": float((per_label == t_multi).all(-1).float().mean()),
             "label_accuracy": float((per_label == t_multi).float().mean())}
+
+
+def count_regression_baseline(train_set, test_set) -> float:
+    """Test R^2 of ordinary least squares on the token counts (a bag of tokens, plus a bias), no network.
+
+    The regression target is a linear function of the counts, so this baseline is exact: the demo's
+    point is the loss, not the model's capacity.
+    """
+    def features(tokens):
+        counts = torch.nn.functional.one_hot(tokens, VOCAB).sum(1).double()  # [n, vocab]
+        return torch.cat([counts, torch.ones(len(tokens), 1, dtype=torch.float64)], dim=1)  # [n, vocab + 1]
+
+    weights = torch.linalg.lstsq(features(train_set[0]), train_set[1].double()[:, None]).solution  # [vocab + 1, 1]
+    return r2_score(features(test_set[0]) @ weights, test_set[1])
 
 
 # --- the exercises' checks: each prints a verdict only, computed without the answer's formula -------------------
