@@ -143,6 +143,12 @@ def sequence_classification_loss(
             "or labels.float() for multi-hot targets"
         )
     _check_last_dim(pooled_logits, num_labels)
+    if labels.shape != pooled_logits.shape and _squeezed(labels.shape) == _squeezed(pooled_logits.shape[:-1]):
+        raise ValueError(  # one label per row: class indices stored as floats, read as multi-label
+            f"multi-label labels must have the shape of pooled_logits {shape_str(pooled_logits)}, got "
+            f"{shape_str(labels)}: one {labels.dtype} label per row. If these are class indices, the float "
+            "dtype made the problem type infer as multi-label; use labels.long() for single-label classes"
+        )
     _check_same_shape(pooled_logits, labels, "multi-label")
     if bool(((labels < 0) | (labels > 1)).any()):  # one device sync
         raise ValueError(

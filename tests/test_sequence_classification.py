@@ -304,6 +304,9 @@ BAD = [
     (torch.zeros(4, 3, dtype=torch.bool), torch.randn(4, 3), 3, None, TypeError, r"torch.bool .*labels.float\(\)"),
     (torch.zeros(4, 3, dtype=torch.long), torch.randn(4, 3), 3, MULTI, TypeError, r"torch.int64 with shape \[4, 3\]"),
     (torch.rand(4, 1), torch.randn(4, 3), 3, None, ValueError, r"pooled_logits \[4, 3\], got \[4, 1\]"),
+    (torch.tensor([0.0, 2.0, 1.0, 1.0]), torch.randn(4, 3), 3, None, ValueError,
+     r"got \[4\]: one torch.float32 label per row.*class indices.*labels.long\(\)"),  # float class ids
+    (torch.rand(2, 3), torch.randn(4, 3), 3, None, ValueError, r"shape of pooled_logits \[4, 3\], got \[2, 3\] \(the"),
     (torch.zeros(4, dtype=torch.long), torch.randn(4, 3), 3, "classification", ValueError,
      r"'regression', 'single_label_classification', 'multi_label_classification'.*'classification'"),
     (torch.zeros(4, dtype=torch.long), torch.randn(4, 3), 0, None, ValueError, r"num_labels must be at least 1"),
