@@ -221,7 +221,7 @@ def last_token_pool(logits: torch.Tensor, input_ids: torch.Tensor, pad_token_id:
     What a decoder-only sequence classifier feeds to :func:`sequence_classification_loss` as
     ``pooled_logits`` (transformers' ``GenericForSequenceClassification``).  The classic bug is
     ``logits[:, -1]``: on a right-padded batch it pools, for every row shorter than the batch, the output at
-    a pad token, so the prediction depends on how much padding the row got.
+    a pad token instead of the output at the row's last token, which is what the model is trained to read.
     """
     logits = check_tensor("logits", logits)
     if logits.dim() != 3 or logits.shape[:2] != input_ids.shape:
