@@ -35,6 +35,7 @@ _LAZY_MODULES = frozenset({
     "models",
     "numerics",
     "plotting",
+    "selection",
     "train",
     "widgets",
 })
@@ -68,6 +69,7 @@ __all__ = [
     "models",
     "numerics",
     "plotting",
+    "selection",
     "train",
     "widgets",
     "memory",

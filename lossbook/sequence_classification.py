@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from ._checks import check_float, check_integer, check_tensor, shape_str
 from .cross_entropy import _cross_entropy
 
-__all__ = ["PROBLEM_TYPES", "infer_problem_type", "sequence_classification_loss"]
+__all__ = ["PROBLEM_TYPES", "infer_problem_type", "sequence_classification_loss", "last_token_positions",
+           "last_token_pool"]
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 # the label dtypes transformers reads as class indices; every other dtype (float, but also int8, int16,
@@ -142,6 +143,12 @@ def sequence_classification_loss(
             "or labels.float() for multi-hot targets"
         )
     _check_last_dim(pooled_logits, num_labels)
+    if labels.shape != pooled_logits.shape and _squeezed(labels.shape) == _squeezed(pooled_logits.shape[:-1]):
+        raise ValueError(  # one label per row: class indices stored as floats, read as multi-label
+            f"multi-label labels must have the shape of pooled_logits {shape_str(pooled_logits)}, got "
+            f"{shape_str(labels)}: one {labels.dtype} label per row. If these are class indices, the float "
+            "dtype made the problem type infer as multi-label; use labels.long() for single-label classes"
+        )
     _check_same_shape(pooled_logits, labels, "multi-label")
     if bool(((labels < 0) | (labels > 1)).any()):  # one device sync
         raise ValueError(
@@ -180,3 +187,45 @@ def _check_same_shape(logits: torch.Tensor, labels: torch.Tensor, what: str) -> 
 
 def _squeezed(shape) -> tuple[int, ...]:
     return tuple(d for d in shape if d != 1)
+
+
+def last_token_positions(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """Long[Tensor, "batch"]: the position of each row's last token that is not ``pad_token_id``.
+
+    ``input_ids``: Long[Tensor, "batch seq"].  The rightmost non-pad position, so right padding
+    (``[a, b, c, pad, pad]`` -> 2) and left padding (``[pad, pad, a, b, c]`` -> 4) both work: the rule of
+    transformers' ``GenericForSequenceClassification.forward`` (``modeling_layers.py``), used by the
+    decoder-only classifiers (Llama, Mistral, Qwen2, ...), which pool the logits of that one position.
+
+    Differences from upstream, each a clear error: a row made only of padding is refused (upstream's
+    ``argmax`` of an all-zero row silently picks position 0, a pad token); a float ``input_ids`` is refused.
+    Beware a tokenizer whose pad token is also its end-of-sequence token: a real EOS at the end of a row
+    counts as padding here, as upstream, so the row is pooled at the token before it.
+    """
+    input_ids = check_integer("input_ids", input_ids, "token ids")
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [batch, seq], got shape {shape_str(input_ids)}")
+    real = input_ids != pad_token_id  # [batch, seq]
+    empty = ~real.any(dim=-1)  # [batch]
+    if empty.any():
+        rows = empty.nonzero().flatten().tolist()
+        raise ValueError(f"input_ids rows {rows} (shape {shape_str(input_ids)}) hold only pad_token_id="
+                         f"{pad_token_id}: there is no last token to pool (transformers would pool position 0)")
+    positions = torch.arange(input_ids.shape[-1], device=input_ids.device)  # [seq]
+    return (positions * real).argmax(dim=-1)  # [batch]: the largest position holding a real token
+
+
+def last_token_pool(logits: torch.Tensor, input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """Float[Tensor, "batch num_labels"]: ``logits`` [batch, seq, num_labels] at :func:`last_token_positions`.
+
+    What a decoder-only sequence classifier feeds to :func:`sequence_classification_loss` as
+    ``pooled_logits`` (transformers' ``GenericForSequenceClassification``).  The classic bug is
+    ``logits[:, -1]``: on a right-padded batch it pools, for every row shorter than the batch, the output at
+    a pad token instead of the output at the row's last token, which is what the model is trained to read.
+    """
+    logits = check_tensor("logits", logits)
+    if logits.dim() != 3 or logits.shape[:2] != input_ids.shape:
+        raise ValueError(f"logits must be [batch, seq, num_labels] with [batch, seq] = input_ids' shape "
+                         f"{shape_str(input_ids)}, got {shape_str(logits)}")
+    last = last_token_positions(input_ids, pad_token_id).to(logits.device)  # [batch]
+    return logits[torch.arange(logits.shape[0], device=logits.device), last]  # [batch, num_labels]

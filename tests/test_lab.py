@@ -274,7 +274,8 @@ def expected_masking_03(history):
     return {"loss": "nan (no position selected: 0/0)" if kept == 0 else f"{loss.item():.4f}",
             "counts": [str(kept), str(ordinary), f"{s['mlm_prob'] * ordinary:.2f}", str(replaced), str(randomized),
                        str(kept - replaced - randomized)],
-            "labels": [str(y) if y != -100 else "-100" for y in labels[0].tolist()],
+            "labels": [{" ": "␣", "\n": "↵"}.get(tok.vocab[y], tok.vocab[y]) if y != -100 else "-100"
+                       for y in labels[0].tolist()],
             "grad norms": [f"{g:.2f}" if g else "0" for g in leaf.grad[0].norm(dim=-1).tolist()],
             "shapes": [str(x) for x in shapes]}
 
@@ -690,7 +691,9 @@ CHAPTERS = [
         Explorer("MaskingExplorer", "mlm_prob", {"mlm_prob": 0.15, "seed": 0},
                  [{"mlm_prob": 0.5}, {"seed": 7, "mlm_prob": 0.3}], shown_masking_03, expected_masking_03),
     ]),
-    Chapter("04_sequence_classification.ipynb", ("SequenceClassificationExplorer(",), [
+    # the displayed explorer's cell (a second, undisplayed one is moved by a later cell of the chapter)
+    Chapter("04_sequence_classification.ipynb",
+            ("explorer = lossbook.widgets.sequence_classification.SequenceClassificationExplorer(",), [
         Explorer("SequenceClassificationExplorer", "problem",
                  {"problem": "multi-label (BCE with logits)", "batch": 1, "z0": 1.0, "z1": -0.5, "z2": 0.3,
                   "label y (slider)": 0.5, "label y (class)": "class 0", "y0": 1.0, "y1": 0.0, "y2": 1.0},

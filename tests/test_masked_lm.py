@@ -5,6 +5,7 @@ import sympy as sp
 import torch
 from conftest import require
 
+import lossbook
 from lossbook import derivations, masked_lm_loss
 from lossbook.bugzoo import masked_lm as zoo
 from lossbook.checks import compare_losses
@@ -361,6 +362,26 @@ def test_masking_explorer_shows_lossbooks_numbers():
         assert f"selected {kept} of 13 ordinary tokens" in ex.html.value
 
 
+def test_masking_explorer_legend_is_escaped_and_labels_read_as_characters():
+    import re
+
+    ex = MaskingExplorer(text="Jack and Jill", padding=2, mlm_probability=0.5, seed=3)
+    html_text = ex.html.value
+    assert "<mask>" not in html_text  # an unescaped <mask> is an (empty) HTML tag: the legend chip was blank
+    legend = html_text.split("<p", 1)[1]
+    assert ">&lt;mask&gt;</span>" in legend
+    label_row = re.search(r"<tr><th>label</th>(.*?)</tr>", html_text).group(1)
+    cells = re.findall(r'<td title="([^"]*)"[^>]*>(.*?)</td>', label_row)
+    tok = ex.tokenizer
+    for (title, shown), y in zip(cells, ex.labels[0].tolist(), strict=True):
+        if y == -100:
+            assert "-100" in shown
+        else:
+            char = tok.vocab[y]
+            assert title == f"label id {y}"
+            assert shown == {" ": "&#9251;", "\n": "&#8629;"}.get(char, char)
+
+
 def test_masking_explorer_nothing_selected_says_why_it_is_nan():
     ex = MaskingExplorer(mlm_probability=0.0)
     assert "0/0" in ex.html.value and ex.loss != ex.loss
@@ -450,3 +471,122 @@ def test_a_vocabulary_the_id_dtype_cannot_hold_is_an_error():
 def test_special_ids_must_be_token_ids(special_ids):
     with pytest.raises(TypeError, match="special_ids must"):
         mask_tokens(torch.randint(0, 10, (2, 6)), 3, 10, special_ids=special_ids)
+
+
+# --- the demo's three-way split, the bug it trains, its metrics and baselines (second edition) ------------------
+
+
+def test_three_way_split_is_disjoint_and_its_test_set_is_split_rhymes_held_out():
+    splits = demo.split_rhymes_three_way()
+    old = demo.split_rhymes()
+    assert torch.equal(splits.test_ids, old.held_out_ids)
+    text = splits.tokenizer.decode
+    train, val, test = text(splits.train_ids), text(splits.validation_ids), text(splits.test_ids)
+    for held in (val, test):
+        for rhyme in held.split("\n\n"):
+            assert rhyme not in train
+    assert not set(val.split("\n\n")) & set(test.split("\n\n"))
+    assert splits.validation_ids.numel() > 500 and splits.train_ids.numel() > 4 * splits.test_ids.numel() - 1000
+    with pytest.raises(ValueError, match="validation_offset and test_offset must differ"):
+        demo.split_rhymes_three_way(validation_offset=3, test_offset=3)
+
+
+def test_mlm_batch_scoring_every_position_keeps_the_inputs_and_labels_everything(tok):
+    ids = demo.split_rhymes().train_ids
+    fix = demo.mlm_batch(ids, tok, 8, 32, torch.Generator().manual_seed(5))
+    bug = demo.mlm_batch(ids, tok, 8, 32, torch.Generator().manual_seed(5), score_every_position=True)
+    windows = torch.where(fix[1] != -100, fix[1], fix[0])  # unselected positions show the original
+    assert torch.equal(fix[0], bug[0])  # the same corrupted inputs
+    assert (bug[1] != -100).all() and torch.equal(bug[1], windows)
+    assert (fix[1] == -100).float().mean() > 0.7
+
+
+def test_accuracy_by_fate_of_an_oracle_and_of_a_copier(tok):
+    split = demo.split_rhymes()
+    ev = demo.make_eval_set(split.held_out_ids, tok, 32, repeats=2)
+    truth = torch.where(ev.labels != -100, ev.labels, ev.inputs)
+    oracle = demo.accuracy_by_fate(_Oracle(truth, tok.vocab_size), ev, batch_size=10_000)
+    assert oracle["<mask>"] == oracle["random"] == oracle["unchanged"] == 1.0
+    assert oracle["random: copies the input"] < 0.1  # a random draw can hit the original token
+    copier = demo.accuracy_by_fate(_Oracle(ev.inputs, tok.vocab_size), ev, batch_size=10_000)
+    assert copier["<mask>"] == 0.0 and copier["unchanged"] == 1.0 and copier["random: copies the input"] == 1.0
+    assert copier["random"] == oracle["random: copies the input"]
+
+
+def test_context_count_baseline_reads_both_neighbours(tok):
+    # a line repeated: most blanks are fixed by their two neighbours (not all: a neighbour may be masked too)
+    ids = tok.encode("Jack and Jill went up the hill\n" * 20)
+    ev = demo.make_eval_set(ids, tok, 31, repeats=4, seed=1)
+    assert demo.context_count_baseline(ids, ev) > 0.75
+    shuffled = ids[torch.randperm(ids.numel(), generator=torch.Generator().manual_seed(0))]
+    assert demo.context_count_baseline(shuffled, ev) < demo.context_count_baseline(ids, ev) - 0.3
+    splits = demo.split_rhymes_three_way()
+    ev = demo.make_eval_set(splits.test_ids, tok, 32, repeats=4)
+    _, majority = demo.majority_baseline(splits.train_ids, ev)
+    assert demo.context_count_baseline(splits.train_ids, ev) > majority + 0.1
+
+
+def test_unigram_entropy():
+    assert demo.unigram_entropy(torch.arange(8).repeat(5)) == pytest.approx(float(torch.log(torch.tensor(8.0))))
+    assert demo.unigram_entropy(torch.tensor([3, 3, 3])) == 0.0
+    assert demo.unigram_entropy(torch.tensor([0, 0, 0, 1])) == pytest.approx(0.5623351446, rel=1e-9)
+
+
+def test_keep_best_restores_the_best_weights():
+    model = torch.nn.Linear(2, 1)
+    scores = iter([0.2, 0.7, 0.5])
+    keep = demo.KeepBest(lambda m: next(scores), name="val")
+    with pytest.raises(RuntimeError, match="before any evaluation"):
+        keep.restore(model, 10, 30)
+    snapshots = []
+    for _ in range(3):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        snapshots.append(model.weight.detach().clone())
+        assert set(keep(model)) == {"val"}
+    assert keep.restore(model, 10, 30) == 20 and torch.equal(model.weight, snapshots[1])
+    assert demo.KeepBest is lossbook.selection.KeepBest
+
+
+def test_keep_best_minimises_when_asked_and_refuses_other_modes():
+    model = torch.nn.Linear(2, 1)
+    scores = iter([0.9, 0.4, 0.6])
+    keep = lossbook.selection.KeepBest(lambda m: next(scores), mode="min")
+    for _ in range(3):
+        keep(model)
+    assert keep.best == 0.4 and keep.restore(model, 50, 120) == 100
+    with pytest.raises(ValueError, match="mode must be 'max' or 'min'"):
+        lossbook.selection.KeepBest(lambda m: 0.0, mode="best")
+
+
+def _verdicts(check, answer, capsys):
+    out = []
+    for _ in range(2):  # the same verdict when run twice
+        check(answer)
+        out.append(capsys.readouterr().out)
+    assert out[0] == out[1]
+    return out[0]
+
+
+def test_exercise_checks_accept_right_answers_and_fail_wrong_ones(capsys):
+    assert "not attempted" in _verdicts(demo.check_mask_share, ..., capsys)
+    assert ": correct" in _verdicts(demo.check_mask_share, sp.Rational(40, 57), capsys)
+    assert ": correct" in _verdicts(demo.check_mask_share, 40 / 57, capsys)
+    assert "not yet" in _verdicts(demo.check_mask_share, sp.Rational(7, 10), capsys)
+    assert "not yet" in _verdicts(demo.check_mask_share, 2, capsys)
+
+    def right(ids, special_ids, p):
+        return p * int((~torch.isin(ids, torch.tensor(list(special_ids), dtype=ids.dtype))).sum())
+
+    assert ": correct" in _verdicts(demo.check_expected_scored, right, capsys)
+    assert "not yet" in _verdicts(demo.check_expected_scored, lambda ids, s, p: p * ids.numel(), capsys)
+    assert "raised" in _verdicts(demo.check_expected_scored, lambda ids: 0, capsys)
+
+    def labels(ids, masking):
+        return torch.where(masking.selected, ids, torch.full_like(ids, -100))
+
+    def only_masked(ids, masking):
+        return torch.where(masking.replaced, ids, torch.full_like(ids, -100))
+
+    assert ": correct" in _verdicts(demo.check_labels_from_masking, labels, capsys)
+    assert "not yet" in _verdicts(demo.check_labels_from_masking, only_masked, capsys)

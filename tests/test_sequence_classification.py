@@ -270,6 +270,18 @@ def test_derivations():
     trap = dsc.broadcast_mse(zs, ys)
     assert sp.simplify(trap - loss - 2 * dsc.covariance(zs, ys)) == 0
     assert all(sp.simplify(sp.diff(trap, zi) - 2 * (zi - sum(ys) / 3) / 3) == 0 for zi in zs)
+    # the broadcast loss sees only the marginals: Var(z) + Var(y) + (mean z - mean y)^2, whatever the pairing
+    assert sp.simplify(trap - dsc.broadcast_mse_moments(zs, ys)) == 0
+    swapped = [ys[1], ys[2], ys[0]]
+    assert sp.simplify(dsc.broadcast_mse(zs, swapped) - trap) == 0
+    assert sp.simplify(dsc.mse(zs, swapped) - loss) != 0 and dsc.mse([1, 2, 3], [3, 1, 2]) == 2
+    # the old claim (the better the tracking, the larger the broadcast loss) fails at a point
+    perfect, reversed_ = [1, 2, 3], [3, 2, 1]
+    assert dsc.broadcast_mse(perfect, [1, 2, 3]) == dsc.broadcast_mse(reversed_, [1, 2, 3]) == sp.Rational(4, 3)
+    w = sp.Symbol("w", positive=True)
+    assert dsc.variance([1, 2, 3]) == sp.Rational(2, 3)
+    assert dsc.bce_pos_weight(z, y, 1) == dsc.binary_cross_entropy(z, y)
+    assert sp.simplify(sp.diff(dsc.bce_pos_weight(z, y, w), z) - ((1 + (w - 1) * y) * dsc.sigmoid(z) - w * y)) == 0
 
 
 # ---- bad inputs: clear errors naming the argument and the shapes
@@ -292,6 +304,9 @@ BAD = [
     (torch.zeros(4, 3, dtype=torch.bool), torch.randn(4, 3), 3, None, TypeError, r"torch.bool .*labels.float\(\)"),
     (torch.zeros(4, 3, dtype=torch.long), torch.randn(4, 3), 3, MULTI, TypeError, r"torch.int64 with shape \[4, 3\]"),
     (torch.rand(4, 1), torch.randn(4, 3), 3, None, ValueError, r"pooled_logits \[4, 3\], got \[4, 1\]"),
+    (torch.tensor([0.0, 2.0, 1.0, 1.0]), torch.randn(4, 3), 3, None, ValueError,
+     r"got \[4\]: one torch.float32 label per row.*class indices.*labels.long\(\)"),  # float class ids
+    (torch.rand(2, 3), torch.randn(4, 3), 3, None, ValueError, r"shape of pooled_logits \[4, 3\], got \[2, 3\] \(the"),
     (torch.zeros(4, dtype=torch.long), torch.randn(4, 3), 3, "classification", ValueError,
      r"'regression', 'single_label_classification', 'multi_label_classification'.*'classification'"),
     (torch.zeros(4, dtype=torch.long), torch.randn(4, 3), 0, None, ValueError, r"num_labels must be at least 1"),
@@ -446,3 +461,94 @@ def test_single_label_half_precision_mean_does_not_overflow(hf_loss_utils):
     ours = sequence_classification_loss(labels, logits, 50)
     assert ours.dtype == torch.float16 and abs(float(ours) - float(exact)) < 4e-3 * float(exact)
     assert torch.isinf(upstream(hf_loss_utils)(labels, logits, 50))  # upstream's float16 sum overflows
+
+
+# --- last-token pooling (second edition) ---------------------------------------------------------------------
+
+
+def test_last_token_pool_equals_llama_for_sequence_classification(hf_loss_utils):
+    from lossbook.sequence_classification import last_token_pool, last_token_positions
+
+    model = demo.tiny_llama_classifier(vocab_size=32, num_labels=3, pad_token_id=0)
+    g = torch.Generator().manual_seed(0)
+    for side in ("right", "left"):
+        ids, mask = demo.padded_batch([7, 3, 9, 1], 9, side=side, generator=g)
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 2, 1, 1]))
+            per_position = model.score(model.model(input_ids=ids, attention_mask=mask).last_hidden_state)
+        pooled = last_token_pool(per_position, ids, pad_token_id=0)  # [batch, 3]
+        assert torch.equal(pooled, out.logits)
+        expected = [6, 2, 8, 0] if side == "right" else [8, 8, 8, 8]
+        assert last_token_positions(ids, 0).tolist() == expected
+        assert sequence_classification_loss(torch.tensor([0, 2, 1, 1]), pooled, 3).item() == out.loss.item()
+        naive = per_position[:, -1]  # [batch, 3]: the classic bug
+        assert torch.equal(naive, out.logits) == (side == "left")
+
+
+def test_last_token_positions_refuses_what_upstream_pools_silently():
+    from lossbook.sequence_classification import last_token_pool, last_token_positions
+
+    ids = torch.tensor([[5, 6, 0], [0, 0, 0]])
+    with pytest.raises(ValueError, match=r"rows \[1\] .* hold only pad_token_id=0"):
+        last_token_positions(ids, 0)
+    with pytest.raises(TypeError, match="input_ids must hold integer token ids"):
+        last_token_positions(ids.float(), 0)
+    with pytest.raises(ValueError, match=r"input_ids must be \[batch, seq\]"):
+        last_token_positions(ids[0], 0)
+    with pytest.raises(ValueError, match=r"logits must be \[batch, seq, num_labels\]"):
+        last_token_pool(torch.zeros(2, 4, 3), torch.tensor([[5, 6, 0], [1, 0, 0]]), 0)
+    # a pad id that is also a real end-of-sequence token: the row is pooled before it, as upstream
+    assert last_token_positions(torch.tensor([[4, 5, 2, 2]]), pad_token_id=2).tolist() == [1]
+
+
+def test_majority_baselines():
+    train = demo.make_sequence_tasks(2000, generator=torch.Generator().manual_seed(0))
+    test = demo.make_sequence_tasks(500, generator=torch.Generator().manual_seed(1))
+    base = demo.majority_baselines(train, test)
+    assert abs(base["r2"]) < 0.02
+    counts = torch.bincount(test[2], minlength=demo.NUM_CLASSES).float()
+    assert 0.25 <= base["accuracy"] <= float(counts.max() / counts.sum()) + 1e-9
+    assert 0.0 <= base["exact_match"] <= base["label_accuracy"] <= 1.0
+
+
+def test_explorer_controls_wrap_above_the_tables():
+    ex = SequenceClassificationExplorer()
+    controls, table = ex.children
+    assert controls.layout.flex_flow == "row wrap" and table is ex.html
+
+
+def test_count_regression_baseline_is_exact_on_a_linear_target():
+    train = demo.make_sequence_tasks(500, generator=torch.Generator().manual_seed(0))
+    test = demo.make_sequence_tasks(200, generator=torch.Generator().manual_seed(1))
+    assert demo.count_regression_baseline(train, test) > 0.999
+    shuffled = (train[0], train[1][torch.randperm(500, generator=torch.Generator().manual_seed(2))], *train[2:])
+    assert demo.count_regression_baseline(shuffled, test) < 0.2
+
+
+def _verdicts(check, answer, capsys):
+    out = []
+    for _ in range(2):  # the same verdict when run twice
+        check(answer)
+        out.append(capsys.readouterr().out)
+    assert out[0] == out[1]
+    return out[0]
+
+
+def test_exercise_checks_accept_right_answers_and_fail_wrong_ones(capsys):
+    def flipped(ids, pad):
+        return ids.shape[-1] - 1 - (ids != pad).int().flip(-1).argmax(-1)
+
+    assert "not attempted" in _verdicts(demo.check_last_token_positions, ..., capsys)
+    assert ": correct" in _verdicts(demo.check_last_token_positions, flipped, capsys)
+    assert "not yet" in _verdicts(demo.check_last_token_positions, lambda ids, pad: (ids != pad).sum(-1) - 1, capsys)
+    assert "raised" in _verdicts(demo.check_last_token_positions, lambda ids: ids, capsys)
+
+    z, y, w = sp.symbols("z y w")
+    assert ": correct" in _verdicts(demo.check_pos_weight_grad, (1 + (w - 1) * y) * dsc.sigmoid(z) - w * y, capsys)
+    assert "not yet" in _verdicts(demo.check_pos_weight_grad, dsc.sigmoid(z) - y, capsys)
+    assert "not yet" in _verdicts(demo.check_pos_weight_grad, w * (dsc.sigmoid(z) - y), capsys)
+    assert "only the symbols" in _verdicts(demo.check_pos_weight_grad, sp.Symbol("x"), capsys)
+
+    assert ": correct" in _verdicts(demo.check_same_broadcast_loss, [3, 2, 1], capsys)
+    for wrong in ([1, 2, 3], [2, 2, 2], [4, 5, 6]):
+        assert "not yet" in _verdicts(demo.check_same_broadcast_loss, wrong, capsys)

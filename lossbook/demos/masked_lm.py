@@ -12,10 +12,13 @@ from typing import NamedTuple
 import torch
 
 from ..masked_lm import Masking, mask_tokens
+from ..selection import KeepBest  # re-exported: chapter 03's demo selects its checkpoint with it
 from ..text import CharTokenizer, load_text, random_windows
 
-__all__ = ["RhymeSplit", "split_rhymes", "mlm_batch", "EvalSet", "make_eval_set", "masked_accuracy",
-           "majority_baseline", "fill_masks", "loss_cases", "masking_cases", "transformers_collator"]
+__all__ = ["RhymeSplit", "split_rhymes", "RhymeSplits", "split_rhymes_three_way", "mlm_batch", "EvalSet",
+           "make_eval_set", "masked_accuracy", "accuracy_by_fate", "majority_baseline", "context_count_baseline",
+           "unigram_entropy", "KeepBest", "check_mask_share", "check_expected_scored",
+           "check_labels_from_masking", "fill_masks", "loss_cases", "masking_cases", "transformers_collator"]
 
 
 class RhymeSplit(NamedTuple):
@@ -38,12 +41,47 @@ def split_rhymes(held_out_every: int = 6, offset: int = 3, name: str = "nursery_
     return RhymeSplit(tok, tok.encode("\n\n".join(kept)), tok.encode("\n\n".join(held)), held)
 
 
+class RhymeSplits(NamedTuple):
+    tokenizer: CharTokenizer
+    train_ids: torch.Tensor  # Long[Tensor, "chars"]
+    validation_ids: torch.Tensor  # Long[Tensor, "chars"]
+    test_ids: torch.Tensor  # Long[Tensor, "chars"]
+
+
+def split_rhymes_three_way(every: int = 6, validation_offset: int = 0, test_offset: int = 3,
+                           name: str = "nursery_rhymes") -> RhymeSplits:
+    """Whole rhymes for training, validation (model selection) and test (the report), never shared.
+
+    Rhyme ``i`` goes to validation when ``i % every == validation_offset``, to test when
+    ``i % every == test_offset`` (the held-out rhymes of :func:`split_rhymes`), to training otherwise.
+    """
+    if validation_offset == test_offset:
+        raise ValueError(f"validation_offset and test_offset must differ, got {validation_offset} for both")
+    text = load_text(name)
+    rhymes = text.strip().split("\n\n")
+    tok = CharTokenizer(text)
+
+    def join(keep) -> torch.Tensor:
+        return tok.encode("\n\n".join(r for i, r in enumerate(rhymes) if keep(i % every)))
+
+    return RhymeSplits(tok, join(lambda k: k not in (validation_offset, test_offset)),
+                       join(lambda k: k == validation_offset), join(lambda k: k == test_offset))
+
+
 def mlm_batch(ids: torch.Tensor, tokenizer: CharTokenizer, batch_size: int, length: int,
-              generator: torch.Generator, mlm_probability: float = 0.15):
-    """``batch_size`` random windows of ``ids``, masked: ``(inputs, labels)``, each Long[Tensor, "batch length"]."""
+              generator: torch.Generator, mlm_probability: float = 0.15, score_every_position: bool = False):
+    """``batch_size`` random windows of ``ids``, masked: ``(inputs, labels)``, each Long[Tensor, "batch length"].
+
+    ``score_every_position=True`` is the bug of :func:`lossbook.bugzoo.masked_lm.scores_every_position`, for
+    the chapter's demo: the same masked inputs, but the labels are the original ids at *every* position
+    (never ``-100``), so most scored positions show their answer in the input.
+    """
     windows = random_windows(ids, batch_size, length, generator)  # [batch, length]
-    return mask_tokens(windows, tokenizer.mask_id, tokenizer.vocab_size, mlm_probability,
-                       special_ids=tokenizer.special_ids, generator=generator)
+    inputs, labels = mask_tokens(windows, tokenizer.mask_id, tokenizer.vocab_size, mlm_probability,
+                                 special_ids=tokenizer.special_ids, generator=generator)
+    if score_every_position:
+        labels = windows.clone()  # [batch, length]: the bug, every position scored
+    return inputs, labels
 
 
 class EvalSet(NamedTuple):
@@ -83,6 +121,73 @@ def masked_accuracy(model, eval_set: EvalSet, where: str = "<mask>", batch_size:
                        for chunk in eval_set.inputs.split(batch_size)])
     model.train(was_training)
     return float((preds[keep] == eval_set.labels[keep]).float().mean())
+
+
+@torch.no_grad()
+def accuracy_by_fate(model, eval_set: EvalSet, batch_size: int = 256) -> dict[str, float]:
+    """Held-out accuracy split by what the masking did to the position (one forward pass).
+
+    ``"<mask>"``, ``"random"``, ``"unchanged"``: share of those scored positions whose argmax is the original
+    token; ``"random: copies the input"``: share of the randomly replaced positions whose argmax is the
+    (wrong) token the input shows there, i.e. how often the model believes a corrupted input.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    preds = torch.cat([model(chunk.to(device)).argmax(-1).cpu()  # [chunk, length]
+                       for chunk in eval_set.inputs.split(batch_size)])
+    model.train(was_training)
+    m, labels = eval_set.masking, eval_set.labels
+    out = {name: float((preds[keep] == labels[keep]).float().mean())
+           for name, keep in (("<mask>", m.replaced), ("random", m.randomized), ("unchanged", m.unchanged))}
+    out["random: copies the input"] = float((preds[m.randomized] == eval_set.inputs[m.randomized]).float().mean())
+    return out
+
+
+def context_count_baseline(train_ids: torch.Tensor, eval_set: EvalSet) -> float:
+    """Accuracy at ``<mask>`` positions of a count model that sees one character on each side (no network).
+
+    For a masked position with input neighbours ``(left, right)``, it answers the character that most often
+    sits between ``left`` and ``right`` in the training text; if that pair never occurs, the most frequent
+    character after ``left``, then before ``right``, then overall.  The honest baseline for a character
+    model that fills in blanks: what counting local context alone achieves.
+    """
+    from collections import Counter, defaultdict
+
+    ids = train_ids.tolist()
+    between, after, before = defaultdict(Counter), defaultdict(Counter), defaultdict(Counter)
+    for a, b, c in zip(ids, ids[1:], ids[2:]):
+        between[(a, c)][b] += 1
+    for a, b in zip(ids, ids[1:]):
+        after[a][b] += 1
+        before[b][a] += 1
+    overall = Counter(ids).most_common(1)[0][0]
+
+    def guess(left, right):
+        for table, key in ((between, (left, right)), (after, left), (before, right)):
+            if key in table:
+                return table[key].most_common(1)[0][0]
+        return overall
+
+    inputs, labels, where = eval_set.inputs.tolist(), eval_set.labels, eval_set.masking.replaced
+    hits = total = 0
+    for row, t in where.nonzero().tolist():
+        left = inputs[row][t - 1] if t > 0 else None
+        right = inputs[row][t + 1] if t + 1 < len(inputs[row]) else None
+        hits += guess(left, right) == int(labels[row, t])
+        total += 1
+    return hits / total
+
+
+def unigram_entropy(train_ids: torch.Tensor) -> float:
+    """Entropy (nats) of the training characters' frequencies: the loss of a model that knows only them.
+
+    A model that predicts the unigram distribution q everywhere has cross-entropy H(q, q) = H(q) on text
+    drawn like the training text; any other context-free prediction p pays H(q, p) = H(q) + KL(q || p).
+    """
+    counts = torch.bincount(train_ids).double()
+    q = counts[counts > 0] / counts.sum()
+    return float(-(q * q.log()).sum())
 
 
 def majority_baseline(train_ids: torch.Tensor, eval_set: EvalSet, where: str = "<mask>") -> tuple[int, float]:
@@ -170,3 +275,94 @@ def transformers_collator(tokenizer: CharTokenizer, seed: int | None = None, **k
     fast = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel(vocab, unk_token="<pad>")),
                                    pad_token="<pad>", mask_token="<mask>")
     return DataCollatorForLanguageModeling(fast, seed=seed, **kwargs)
+
+
+# --- the exercises' checks: each prints a verdict only, computed without the answer's formula -------------------
+
+
+def _verdict(name: str, ok: bool, detail: str = "") -> None:
+    print(f"{name}: {'correct' if ok else 'not yet'}{detail}")
+
+
+def check_mask_share(answer, name: str = "exercise 1") -> None:
+    """Exercise: the share ``m`` of <mask> (p = 0.15, the rest split evenly between random and unchanged)
+    for which a visible token is scored 1 time in 20.  Checked by the Bayes computation of
+    :func:`lossbook.derivations.masked_lm.visible_position_odds` at the reader's ``m``."""
+    import sympy as sp
+
+    from ..derivations.masked_lm import visible_position_odds
+
+    if answer is Ellipsis:
+        print(f"{name}: not attempted yet (replace ... with your answer)")
+        return
+    m = sp.nsimplify(answer) if isinstance(answer, float) else sp.sympify(answer)
+    if not (m.is_number and 0 <= m <= 1):
+        _verdict(name, False, ": m must be a number in [0, 1]")
+        return
+    odds = visible_position_odds(sp.Rational(15, 100), m, (1 - m) / 2)["scored"]
+    _verdict(name, abs(float(odds) - 1 / 20) < 1e-9, " (P(scored | visible) at your m vs 1/20)")
+
+
+def _scored_batches():
+    tok = CharTokenizer(load_text("nursery_rhymes"))
+    g = torch.Generator().manual_seed(7)
+    batches = []
+    for rows, length, pads, special_ids in ((3, 20, (0, 5, 12), tok.special_ids), (2, 9, (1, 9), tok.special_ids),
+                                            (4, 16, (0, 0, 3, 3), ())):
+        ids = torch.randint(2, tok.vocab_size, (rows, length), generator=g)  # [rows, length]
+        for row, n in enumerate(pads):
+            if n:
+                ids[row, length - n:] = tok.pad_id
+        batches.append((ids, special_ids))
+    return tok, batches
+
+
+def check_expected_scored(fn, name: str = "exercise 2", draws: int = 4000) -> None:
+    """Exercise: ``fn(input_ids, special_ids, mlm_probability)`` -> the expected number of scored positions.
+
+    Checked against the average over ``draws`` seeded maskings by :func:`mask_tokens` (within 4 standard
+    errors), for three batches (padding of several lengths; one where nothing is special) and two values of p.
+    """
+    if fn is Ellipsis:
+        print(f"{name}: not attempted yet (replace ... with your function)")
+        return
+    tok, batches = _scored_batches()
+    for ids, special_ids in batches:
+        for p in (0.15, 0.4):
+            g = torch.Generator().manual_seed(0)
+            _, labels = mask_tokens(ids.repeat(draws, 1), tok.mask_id, tok.vocab_size, p, special_ids, g)
+            counts = (labels != -100).view(draws, *ids.shape).sum(dim=(1, 2)).double()  # [draws]
+            se = float(counts.std()) / draws**0.5
+            try:
+                got = float(fn(ids, special_ids, p))
+            except Exception as err:  # a reader's function that crashes gets a verdict, not a traceback
+                _verdict(name, False, f": your function raised {type(err).__name__}: {err}")
+                return
+            if abs(got - float(counts.mean())) > 4 * se + 1e-9:
+                _verdict(name, False, f" (off by more than 4 standard errors of {draws} maskings)")
+                return
+    _verdict(name, True, f" (within 4 standard errors of {draws} maskings, 6 settings)")
+
+
+def check_labels_from_masking(fn, name: str = "exercise 4") -> None:
+    """Exercise: ``fn(input_ids, masking)`` -> the labels ``mask_tokens`` returns for that masking."""
+    from ..masked_lm import sample_masking
+
+    if fn is Ellipsis:
+        print(f"{name}: not attempted yet (replace ... with your function)")
+        return
+    tok, batches = _scored_batches()
+    for (ids, special_ids), p in zip(batches, (0.15, 0.5, 0.9)):
+        for seed in range(3):
+            masking = sample_masking(ids, tok.vocab_size, p, special_ids, torch.Generator().manual_seed(seed))
+            _, labels = mask_tokens(ids, tok.mask_id, tok.vocab_size, p, special_ids,
+                                    torch.Generator().manual_seed(seed))
+            try:
+                got = torch.as_tensor(fn(ids.clone(), masking))
+            except Exception as err:
+                _verdict(name, False, f": your function raised {type(err).__name__}: {err}")
+                return
+            if got.shape != labels.shape or not torch.equal(got.long(), labels):
+                _verdict(name, False, f" (differs from mask_tokens' labels, p = {p}, seed {seed})")
+                return
+    _verdict(name, True, " (equal to mask_tokens' labels, 9 maskings)")

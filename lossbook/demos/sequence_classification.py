@@ -25,6 +25,13 @@ __all__ = [
     "per_label_accuracy",
     "exact_match",
     "sequence_classification_cases",
+    "tiny_llama_classifier",
+    "padded_batch",
+    "majority_baselines",
+    "count_regression_baseline",
+    "check_last_token_positions",
+    "check_pos_weight_grad",
+    "check_same_broadcast_loss",
 ]
 
 VOCAB = 20
@@ -118,3 +125,154 @@ def sequence_classification_cases(seed: int = 0, *, dtype=torch.float32) -> list
              "problem_type": "multi_label_classification"},
         ]
     return cases
+
+
+def tiny_llama_classifier(vocab_size: int = 32, num_labels: int = 3, pad_token_id: int = 0, seed: int = 0):
+    """A randomly initialised, tiny ``transformers.LlamaForSequenceClassification`` (built in memory, no download).
+
+    Hidden size 16, one layer: the upstream reference for last-token pooling
+    (:func:`lossbook.sequence_classification.last_token_pool`).  Needs transformers (the ``upstream`` extra).
+    """
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                         num_labels=num_labels, pad_token_id=pad_token_id)
+    torch.manual_seed(seed)
+    return LlamaForSequenceClassification(config).eval()
+
+
+def padded_batch(lengths, seq: int, *, pad_token_id: int = 0, side: str = "right", vocab_size: int = 32,
+                 generator: torch.Generator | None = None):
+    """``(input_ids, attention_mask)``, each Long[Tensor, "batch seq"]: random real tokens (never the pad id),
+    row ``i`` holding ``lengths[i]`` of them, padded on the ``side`` given."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    ids = torch.full((len(lengths), seq), pad_token_id)
+    mask = torch.zeros(len(lengths), seq, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        real = torch.randint(0, vocab_size - 1, (n,), generator=generator)
+        real = real + (real >= pad_token_id).long()  # skip the pad id
+        cols = slice(0, n) if side == "right" else slice(seq - n, seq)
+        ids[row, cols], mask[row, cols] = real, 1
+    return ids, mask
+
+
+def majority_baselines(train_set, test_set) -> dict[str, float]:
+    """What the three heads score on ``test_set`` when they ignore the input: the training mean (regression,
+    R^2), the majority class (accuracy), and each label's majority value (exact match and per-label accuracy)."""
+    _, y_reg, y_single, y_multi = train_set
+    _, t_reg, t_single, t_multi = test_set
+    mean = torch.full_like(t_reg, float(y_reg.mean()))
+    majority = int(torch.bincount(y_single).argmax())
+    per_label = (y_multi.mean(0) > 0.5).float().expand_as(t_multi)  # [n, tags]
+    return {"r2": r2_score(mean, t_reg), "accuracy": float((t_single == majority).float().mean()),
+            "exact_match": float((per_label == t_multi).all(-1).float().mean()),
+            "label_accuracy": float((per_label == t_multi).float().mean())}
+
+
+def count_regression_baseline(train_set, test_set) -> float:
+    """Test R^2 of ordinary least squares on the token counts (a bag of tokens, plus a bias), no network.
+
+    The regression target is a linear function of the counts, so this baseline is exact: the demo's
+    point is the loss, not the model's capacity.
+    """
+    def features(tokens):
+        counts = torch.nn.functional.one_hot(tokens, VOCAB).sum(1).double()  # [n, vocab]
+        return torch.cat([counts, torch.ones(len(tokens), 1, dtype=torch.float64)], dim=1)  # [n, vocab + 1]
+
+    weights = torch.linalg.lstsq(features(train_set[0]), train_set[1].double()[:, None]).solution  # [vocab + 1, 1]
+    return r2_score(features(test_set[0]) @ weights, test_set[1])
+
+
+# --- the exercises' checks: each prints a verdict only, computed without the answer's formula -------------------
+
+
+def _verdict(name: str, ok: bool, detail: str = "") -> None:
+    print(f"{name}: {'correct' if ok else 'not yet'}{detail}")
+
+
+def check_last_token_positions(fn, name: str = "exercise 1") -> None:
+    """Exercise: ``fn(input_ids, pad_token_id)`` -> Long[batch], each row's last non-pad position.
+
+    Compared with :func:`lossbook.sequence_classification.last_token_positions` on right-, left- and
+    mixed-padded batches, and pad ids 0 and 3."""
+    from ..sequence_classification import last_token_positions
+
+    if fn is Ellipsis:
+        print(f"{name}: not attempted yet (replace ... with your function)")
+        return
+    g = torch.Generator().manual_seed(11)
+    batches = []
+    for side, pad in (("right", 0), ("left", 0), ("right", 3), ("left", 3)):
+        lengths = torch.randint(1, 9, (6,), generator=g).tolist() + [8]
+        batches.append((padded_batch(lengths, 8, pad_token_id=pad, side=side, generator=g)[0], pad))
+    right, _ = padded_batch([2, 5, 8], 8, side="right", generator=g)
+    left, _ = padded_batch([4, 1, 6], 8, side="left", generator=g)
+    batches.append((torch.cat([right, left]), 0))  # both sides in one batch
+    for ids, pad in batches:
+        try:
+            got = torch.as_tensor(fn(ids.clone(), pad))
+        except Exception as err:  # a reader's function that crashes gets a verdict, not a traceback
+            _verdict(name, False, f": your function raised {type(err).__name__}: {err}")
+            return
+        if got.shape != (ids.shape[0],) or not torch.equal(got.long(), last_token_positions(ids, pad)):
+            _verdict(name, False, " (some rows point at the wrong position)")
+            return
+    _verdict(name, True, f" ({len(batches)} batches: right, left and mixed padding)")
+
+
+def check_pos_weight_grad(expr, name: str = "exercise 2") -> None:
+    """Exercise: a sympy expression in the symbols ``z``, ``y``, ``w``: d/dz of BCE with logits and
+    ``pos_weight = w``.  Compared with autograd through ``F.binary_cross_entropy_with_logits(...,
+    pos_weight=w)`` in float64 at 50 random points."""
+    import sympy as sp
+
+    if expr is Ellipsis:
+        print(f"{name}: not attempted yet (replace ... with your expression)")
+        return
+    expr = sp.sympify(expr)
+    names = {s.name for s in expr.free_symbols}
+    if not names <= {"z", "y", "w"}:
+        _verdict(name, False, f": use only the symbols z, y and w (found {sorted(names)})")
+        return
+    f = sp.lambdify(sp.symbols("z y w"), expr, "math")
+    g = torch.Generator().manual_seed(3)
+    z = (4 * torch.randn(50, generator=g, dtype=torch.float64)).requires_grad_(True)
+    y = torch.rand(50, generator=g, dtype=torch.float64)
+    w = 0.2 + 5 * torch.rand(50, generator=g, dtype=torch.float64)
+    for i in range(50):
+        zi = z[i : i + 1].detach().clone().requires_grad_(True)
+        torch.nn.functional.binary_cross_entropy_with_logits(zi, y[i : i + 1], pos_weight=w[i : i + 1]).backward()
+        try:
+            value = float(f(z[i].item(), y[i].item(), w[i].item()))
+        except Exception as err:
+            _verdict(name, False, f": evaluating your expression raised {type(err).__name__}: {err}")
+            return
+        if not abs(value - zi.grad.item()) <= 1e-9 * (1 + abs(zi.grad.item())):
+            _verdict(name, False, " (differs from autograd at some points)")
+            return
+    _verdict(name, True, " (equals autograd at 50 random points)")
+
+
+def check_same_broadcast_loss(answer, name: str = "exercise 4") -> None:
+    """Exercise: three predictions for the labels (1, 2, 3) whose true MSE is at least 1 while the
+    broadcasting mistake reports exactly what it reports for perfect predictions."""
+    import warnings
+
+    import torch.nn.functional as F
+
+    if answer is Ellipsis:
+        print(f"{name}: not attempted yet (replace ... with your answer)")
+        return
+    z = torch.as_tensor(answer, dtype=torch.float64).reshape(-1, 1)  # [3, 1], as a regression head gives
+    y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)  # [3]
+    if z.shape != (3, 1):
+        _verdict(name, False, f": give three predictions, got {z.numel()}")
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        broadcast, perfect = F.mse_loss(z, y), F.mse_loss(y[:, None], y)  # both [3, 3] after broadcasting
+    mse = float(((z.squeeze(-1) - y) ** 2).mean())
+    ok = mse >= 1 and abs(float(broadcast - perfect)) < 1e-9
+    _verdict(name, ok, " (true MSE >= 1 and the broadcast loss of perfect predictions)")

@@ -24,6 +24,9 @@ __all__ = [
     "bce_as_two_class_cross_entropy",
     "broadcast_mse",
     "covariance",
+    "variance",
+    "broadcast_mse_moments",
+    "bce_pos_weight",
 ]
 
 
@@ -88,10 +91,34 @@ def broadcast_mse(z, y) -> sp.Expr:
 def covariance(z, y) -> sp.Expr:
     """Population covariance (1/B) sum_i (z_i - mean z)(y_i - mean y).
 
-    ``broadcast_mse(z, y) = mse(z, y) + 2 * covariance(z, y)``: the better the predictions track the
-    labels, the larger the broadcast loss, and its gradient 2 (z_i - mean y) / B pulls every prediction
-    to the mean label.
+    ``broadcast_mse(z, y) = mse(z, y) + 2 * covariance(z, y)``.  The sum does not depend on how the
+    predictions are paired with the labels (see :func:`broadcast_mse_moments`): better tracking raises the
+    covariance and lowers the MSE by the same amount.  The broadcast gradient 2 (z_i - mean y) / B pulls
+    every prediction to the mean label.
     """
     n = sp.Integer(len(z))
     mean_z, mean_y = sum(z) / n, sum(y) / n
     return sum((zi - mean_z) * (yi - mean_y) for zi, yi in zip(z, y, strict=True)) / n
+
+
+def variance(z) -> sp.Expr:
+    """Population variance (1/B) sum_i (z_i - mean z)^2."""
+    return covariance(z, z)
+
+
+def broadcast_mse_moments(z, y) -> sp.Expr:
+    """The broadcast loss in moments: Var(z) + Var(y) + (mean z - mean y)^2.
+
+    Only the two marginal distributions appear, not the pairing of z_i with y_i: shuffling the labels
+    leaves the broadcast loss unchanged, so it cannot reward predictions that track their own labels.
+    """
+    n = sp.Integer(len(z))
+    return variance(z) + variance(y) + (sum(z) / n - sum(y) / n) ** 2
+
+
+def bce_pos_weight(z, y, w) -> sp.Expr:
+    """Binary cross-entropy with logits and a positive-class weight w (``pos_weight`` of PyTorch's loss):
+
+    -[w y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))].
+    """
+    return -(w * y * sp.log(sigmoid(z)) + (1 - y) * sp.log(1 - sigmoid(z)))

@@ -28,7 +28,8 @@ class MaskingExplorer(W.VBox):
     ``[1, seq, vocab]``) so that only the masking moves the loss.  After every slider move,
     ``explorer.inputs``, ``explorer.labels`` and ``explorer.masking`` hold what :func:`mask_tokens` returned,
     ``explorer.loss`` the value of :func:`masked_lm_loss` and ``explorer.grad`` its gradient wrt the logits
-    (``[seq, vocab]``, zero outside the selected positions).
+    (``[seq, vocab]``, zero outside the selected positions).  The table's label row shows each label as the
+    character it stands for (its id in the cell's tooltip), or -100 where nothing is scored.
     """
 
     def __init__(self, text: str = "Humpty Dumpty sat on a wall,", mlm_probability: float = 0.15, seed: int = 0,
@@ -85,7 +86,7 @@ class MaskingExplorer(W.VBox):
         counts = {k: fates.count(k) for k in ("<mask>", "random", "unchanged")}
 
         def cell(content, colour="#fff", title=""):
-            return (f'<td title="{title}" style="min-width:22px;text-align:center;border:1px solid #ccc;'
+            return (f'<td title="{html.escape(title)}" style="min-width:22px;text-align:center;border:1px solid #ccc;'
                     f'background:{colour}">{content}</td>')
 
         def show(i: int) -> str:
@@ -94,10 +95,10 @@ class MaskingExplorer(W.VBox):
         original = "".join(cell(show(i)) for i in self.ids[0].tolist())
         selected = "".join(cell("&#10003;" if s else "") for s in self.masking.selected[0].tolist())
         inputs = "".join(cell(show(i), _FATE_COLOURS[f], f) for i, f in zip(self.inputs[0].tolist(), fates))
-        labels = "".join(cell(y if y != -100 else '<span style="color:#aaa">-100</span>')
-                         for y in self.labels[0].tolist())
+        labels = "".join(cell(show(y), title=f"label id {y}") if y != -100
+                         else cell('<span style="color:#aaa">-100</span>') for y in self.labels[0].tolist())
         grads = "".join(cell(f"{g:.2f}" if g else '<span style="color:#aaa">0</span>') for g in self.grad_norms)
-        legend = " ".join(f'<span style="background:{_FATE_COLOURS[k]};padding:0 4px">{k}</span>'
+        legend = " ".join(f'<span style="background:{_FATE_COLOURS[k]};padding:0 4px">{html.escape(k)}</span>'
                           for k in ("<mask>", "random", "unchanged", "special"))
         steps = [
             ("logits", [1, seq, vocab]), ("labels (from mask_tokens)", [1, seq]),
@@ -113,7 +114,8 @@ class MaskingExplorer(W.VBox):
             f"<tr><th>original</th>{original}</tr><tr><th>selected</th>{selected}</tr>"
             f"<tr><th>input</th>{inputs}</tr><tr><th>label</th>{labels}</tr>"
             f"<tr><th>|dL/dz_t|</th>{grads}</tr></table>"
-            f'<p style="font-family:monospace">{legend}<br>'
+            f'<p style="font-family:monospace">{legend} &middot; label: the original character, scored '
+            f"(its token id on hover), or -100, not scored<br>"
             f"selected {kept} of {n_ordinary} ordinary tokens (expected p&middot;N = "
             f"{self.probability.value * n_ordinary:.2f}): {counts['<mask>']} &rarr; &lt;mask&gt;, "
             f"{counts['random']} &rarr; random, {counts['unchanged']} unchanged</p>"

@@ -54,9 +54,11 @@ class SequenceClassificationExplorer(W.VBox):
         self.html = W.HTML()
         for w in [self.problem, self.batch, *self.sliders, self.target, self.target_class, *self.targets]:
             w.observe(self._update, names="value")
-        controls = W.VBox([self.problem, self.batch, *self.sliders, self.target, self.target_class, *self.targets])
+        # the controls wrap in rows above the tables (side by side, the tables were clipped in the book's column)
+        controls = W.HBox([self.problem, self.batch, *self.sliders, self.target, self.target_class, *self.targets],
+                          layout=W.Layout(flex_flow="row wrap", width="100%"))
         self._update()
-        super().__init__([W.HBox([controls, self.html])])
+        super().__init__([controls, self.html], layout=W.Layout(width="100%"))
 
     # the batch: row 0 from the sliders, the rest fixed random rows
     def tensors(self):
