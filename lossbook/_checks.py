@@ -175,6 +175,10 @@ def check_count(name: str, n):
     is checked from its metadata only (one element, a real dtype): reading its value would force the host to
     wait for the device, so its value is left as it is (a bad count there gives a wrong loss, not an error).
     """
+    if type(n) is int:  # the common case first, without the slower abstract-class checks below
+        if n <= 0:
+            _check_count_value(name, n)
+        return n
     if torch.is_tensor(n):
         if n.numel() != 1:
             raise ValueError(f"{name} must be a single count, got a tensor of shape {shape_str(n)}; a vector would "
