@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["CheckResult", "compare_losses", "cross_entropy_cases", "self_check", "check_function",
-           "check_expression", "graded", "verdict"]
+           "check_expression", "graded", "print_verdict"]
 
 _GRADED = [False]  # inside ``with graded():`` a failing verdict raises instead of only printing
 
@@ -35,7 +35,7 @@ def graded():
         _GRADED[0] = before
 
 
-def verdict(text: str, passed: bool) -> None:
+def print_verdict(text: str, passed: bool) -> None:
     """Print an exercise's verdict; inside :func:`graded`, raise ``AssertionError(text)`` when it did not pass."""
     print(text)
     if _GRADED[0] and not passed:
@@ -128,27 +128,27 @@ def self_check(name: str, answer, expected, *, atol: float = 1e-4) -> None:
     ``answer`` may be ``...`` (not attempted yet), a number, or a tensor.
     """
     if answer is Ellipsis:
-        return verdict(f"{name}: not attempted yet (replace ... with your answer)", False)
+        return print_verdict(f"{name}: not attempted yet (replace ... with your answer)", False)
     got = torch.as_tensor(answer, dtype=torch.float64)
     want = torch.as_tensor(expected, dtype=torch.float64)
     if got.shape != want.shape:
-        return verdict(f"{name}: wrong shape {list(got.shape)}, expected {list(want.shape)}", False)
+        return print_verdict(f"{name}: wrong shape {list(got.shape)}, expected {list(want.shape)}", False)
     err = float((got - want).abs().max()) if want.numel() else 0.0
-    verdict(f"{name}: {'correct' if err <= atol else 'not yet'} (max error {err:.1e}, tolerance {atol:g})",
+    print_verdict(f"{name}: {'correct' if err <= atol else 'not yet'} (max error {err:.1e}, tolerance {atol:g})",
             err <= atol)
 
 
 def check_function(name: str, candidate, reference, cases, *, atol: float = 1e-5) -> None:
     """An exercise's self-check for a function: ``...`` means not attempted yet."""
     if candidate is Ellipsis:
-        return verdict(f"{name}: not attempted yet (replace ... with your function)", False)
+        return print_verdict(f"{name}: not attempted yet (replace ... with your function)", False)
     try:
         result = compare_losses(candidate, reference, cases, atol=atol, name=name)
     except Exception as err:  # a reader's function that crashes gets a verdict, not a traceback
         keywords = ", ".join(cases[0]) if cases else ""
-        return verdict(f"FAIL  {name}: your function raised {type(err).__name__}: {err} (it is called with the "
+        return print_verdict(f"FAIL  {name}: your function raised {type(err).__name__}: {err} (it is called with the "
                        f"keyword arguments {keywords})", False)
-    verdict(str(result), result.passed)
+    print_verdict(str(result), result.passed)
 
 
 def check_expression(name: str, expression, symbols, reference, *, points: int = 5, seed: int = 0,
@@ -162,7 +162,7 @@ def check_expression(name: str, expression, symbols, reference, *, points: int =
     (with or without assumptions) is accepted; a symbol the check does not know is a FAIL that names it.
     """
     if expression is Ellipsis:
-        return verdict(f"{name}: not attempted yet (replace ... with your sympy expression)", False)
+        return print_verdict(f"{name}: not attempted yet (replace ... with your sympy expression)", False)
     problem = None
     try:
         import numpy as np
@@ -177,7 +177,7 @@ def check_expression(name: str, expression, symbols, reference, *, points: int =
     except Exception as err:  # a reader's expression that cannot be evaluated gets a verdict, not a traceback
         problem = f"FAIL  {name}: evaluating your expression raised {type(err).__name__}: {err}"
     if problem:
-        return verdict(problem, False)
+        return print_verdict(problem, False)
     try:
         args = [by_name.get(s.name, s) for s in symbols]
         fn = sp.lambdify(args, expression, "numpy")
@@ -191,6 +191,6 @@ def check_expression(name: str, expression, symbols, reference, *, points: int =
                 got = got.reshape(want.shape) if got.numel() == want.numel() else got
             worst = max(worst, _error(got, want))
     except Exception as err:  # a reader's expression that cannot be evaluated gets a verdict, not a traceback
-        return verdict(f"FAIL  {name}: evaluating your expression raised {type(err).__name__}: {err}", False)
+        return print_verdict(f"FAIL  {name}: evaluating your expression raised {type(err).__name__}: {err}", False)
     mark = "PASS" if worst <= atol else "FAIL"
-    verdict(f"{mark}  {name}: max error {_fmt(worst)} over {points} random points (atol {atol:g})", worst <= atol)
+    print_verdict(f"{mark}  {name}: max error {_fmt(worst)} over {points} random points (atol {atol:g})", worst <= atol)
