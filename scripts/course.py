@@ -133,11 +133,16 @@ def sanitize(submitted, instructor):
         if grade_id is not None:
             seen.add(grade_id)
             original = source[grade_id]
-            if _meta(original).get("grade") or _meta(original).get("locked") or original.cell_type != cell.cell_type:
+            if not _meta(original).get("solution"):
                 cell = copy.deepcopy(original)  # test and read-only cells: the instructor's, hidden tests included
                 if cell.cell_type == "code":
                     cell.outputs, cell.execution_count = [], None
-            else:
+            else:  # the student's answer, in the instructor's cell type and metadata
+                if cell.cell_type != original.cell_type:
+                    cell = nbformat.from_dict({"id": cell.get("id", original.get("id")),
+                                               "cell_type": original.cell_type, "metadata": cell.metadata,
+                                               "source": cell.source, **({"outputs": [], "execution_count": None}
+                                                                         if original.cell_type == "code" else {})})
                 cell.metadata["nbgrader"] = copy.deepcopy(original.metadata["nbgrader"])
         cells.append(cell)
     for k, grade_id in enumerate(order):  # cells the student deleted: back after the cell that preceded them

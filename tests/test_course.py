@@ -209,6 +209,30 @@ def test_autograding_full_blank_wrong_and_broken_submissions(course, tmp_path):
     assert (tmp_path / "out" / "grades.csv").read_text().splitlines()[0].startswith("student," + ",".join(ids))
 
 
+def test_sanitizing_keeps_the_answers_and_restores_the_tests(course):
+    """As nbgrader's OverwriteCells: a retyped answer stays the student's, a deleted or edited test comes back."""
+    import nbformat
+
+    teacher = _read(SMALL)
+    nb = course.student_notebook(teacher)
+    solution = next(i for i, c in enumerate(nb.cells) if _meta(c).get("solution"))
+    nb.cells[solution] = nbformat.v4.new_markdown_cell("my answer", metadata=nb.cells[solution].metadata)
+    tests = [c for c in nb.cells if _meta(c).get("grade")]
+    nb.cells.remove(tests[-1])
+    tests[0].source = "pass"
+    tests[0].metadata["nbgrader"]["points"] = 100
+    extra = nbformat.v4.new_code_cell("x = 1", metadata={"nbgrader": {"grade": True, "points": 5, "grade_id": "mine",
+                                                                      "solution": False, "locked": False}})
+    nb.cells.append(extra)
+    out = course.sanitize(nb, teacher)
+    assert out.cells[solution].cell_type == "code" and out.cells[solution].source == "my answer"
+    teacher_tests = [c for c in teacher.cells if _meta(c).get("grade")]
+    out_tests = [c for c in out.cells if _meta(c).get("grade")]
+    assert [c.source for c in out_tests] == [c.source for c in teacher_tests]  # hidden tests included
+    assert [_meta(c)["points"] for c in out_tests] == [_meta(c)["points"] for c in teacher_tests]
+    assert "nbgrader" not in out.cells[-1].metadata  # an id the instructor edition does not have grades nothing
+
+
 def test_a_cell_that_runs_too_long_scores_zero_and_the_run_goes_on(course, tmp_path):
     import nbformat
 
