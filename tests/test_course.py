@@ -245,3 +245,26 @@ def test_a_cell_that_runs_too_long_scores_zero_and_the_run_goes_on(course, tmp_p
     ids = list(result.maxima)
     assert result.scores[ids[0]] == 0 and result.scores[ids[1]] == 0  # ex2 builds on ex1's function
     assert result.note == ""
+
+
+def test_the_course_extra_pins_nbgrader_and_setup_installs_it():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["course"] == ["nbgrader==0.9.5"]
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    assert re.search(r'pip install --quiet -e "\.\[[a-z,]*\bcourse\b[a-z,]*\]"', setup)
+
+
+def test_the_readme_commands(course, tmp_path, capsys):
+    """`course.py student` (a narrowed run) and `course.py grade` on a folder with nothing to grade."""
+    assert course.main(["student", str(SMALL), "--out", str(tmp_path / "student")]) == 0
+    assert (tmp_path / "student" / SMALL.name).exists()
+    out = capsys.readouterr().out
+    assert f"| {SMALL.name} | 2 | 3 |" in out and "student edition of 1 notebooks" in out
+    (tmp_path / "empty").mkdir()
+    assert course.main(["grade", str(tmp_path / "empty"), "--csv", str(tmp_path / "g.csv")]) == 1
+    assert "no submissions found" in capsys.readouterr().out
+    readme = (ROOT / "README.md").read_text()
+    for command in ("scripts/course.py student", "scripts/course.py grade SUBMISSIONS_DIR"):
+        assert command in readme
