@@ -7,13 +7,39 @@ notebook and in CI.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
 
 __all__ = ["CheckResult", "compare_losses", "cross_entropy_cases", "self_check", "check_function",
-           "check_expression"]
+           "check_expression", "graded", "print_verdict"]
+
+_GRADED = [False]  # inside ``with graded():`` a failing verdict raises instead of only printing
+
+
+@contextlib.contextmanager
+def graded():
+    """Make the self-checks in the block raise ``AssertionError(verdict)`` when they do not pass.
+
+    An exercise's autograded test cell (nbgrader) wraps its check in ``with lossbook.checks.graded():`` so a wrong,
+    missing or crashing answer is an error (0 points) while the printed verdict stays the same; the message is the
+    verdict, which never contains the answer.  Outside the block the checks only print, as before.
+    """
+    before = _GRADED[0]
+    _GRADED[0] = True
+    try:
+        yield
+    finally:
+        _GRADED[0] = before
+
+
+def print_verdict(text: str, passed: bool) -> None:
+    """Print an exercise's verdict; inside :func:`graded`, raise ``AssertionError(text)`` when it did not pass."""
+    print(text)
+    if _GRADED[0] and not passed:
+        raise AssertionError(text)
 
 
 @dataclass
@@ -102,31 +128,27 @@ def self_check(name: str, answer, expected, *, atol: float = 1e-4) -> None:
     ``answer`` may be ``...`` (not attempted yet), a number, or a tensor.
     """
     if answer is Ellipsis:
-        print(f"{name}: not attempted yet (replace ... with your answer)")
-        return
+        return print_verdict(f"{name}: not attempted yet (replace ... with your answer)", False)
     got = torch.as_tensor(answer, dtype=torch.float64)
     want = torch.as_tensor(expected, dtype=torch.float64)
     if got.shape != want.shape:
-        print(f"{name}: wrong shape {list(got.shape)}, expected {list(want.shape)}")
-        return
+        return print_verdict(f"{name}: wrong shape {list(got.shape)}, expected {list(want.shape)}", False)
     err = float((got - want).abs().max()) if want.numel() else 0.0
-    verdict = "correct" if err <= atol else "not yet"
-    print(f"{name}: {verdict} (max error {err:.1e}, tolerance {atol:g})")
+    print_verdict(f"{name}: {'correct' if err <= atol else 'not yet'} (max error {err:.1e}, tolerance {atol:g})",
+            err <= atol)
 
 
 def check_function(name: str, candidate, reference, cases, *, atol: float = 1e-5) -> None:
     """An exercise's self-check for a function: ``...`` means not attempted yet."""
     if candidate is Ellipsis:
-        print(f"{name}: not attempted yet (replace ... with your function)")
-        return
+        return print_verdict(f"{name}: not attempted yet (replace ... with your function)", False)
     try:
         result = compare_losses(candidate, reference, cases, atol=atol, name=name)
     except Exception as err:  # a reader's function that crashes gets a verdict, not a traceback
         keywords = ", ".join(cases[0]) if cases else ""
-        print(f"FAIL  {name}: your function raised {type(err).__name__}: {err} (it is called with the keyword "
-              f"arguments {keywords})")
-        return
-    print(result)
+        return print_verdict(f"FAIL  {name}: your function raised {type(err).__name__}: {err} (it is called with the "
+                       f"keyword arguments {keywords})", False)
+    print_verdict(str(result), result.passed)
 
 
 def check_expression(name: str, expression, symbols, reference, *, points: int = 5, seed: int = 0,
@@ -140,8 +162,8 @@ def check_expression(name: str, expression, symbols, reference, *, points: int =
     (with or without assumptions) is accepted; a symbol the check does not know is a FAIL that names it.
     """
     if expression is Ellipsis:
-        print(f"{name}: not attempted yet (replace ... with your sympy expression)")
-        return
+        return print_verdict(f"{name}: not attempted yet (replace ... with your sympy expression)", False)
+    problem = None
     try:
         import numpy as np
         import sympy as sp
@@ -150,9 +172,13 @@ def check_expression(name: str, expression, symbols, reference, *, points: int =
         by_name = {s.name: s for s in expression.free_symbols}
         unknown = sorted(set(by_name) - {s.name for s in symbols})
         if unknown:
-            print(f"FAIL  {name}: your expression uses symbols the check does not know: {unknown} "
-                  f"(expected only {[s.name for s in symbols]})")
-            return
+            problem = (f"FAIL  {name}: your expression uses symbols the check does not know: {unknown} "
+                       f"(expected only {[s.name for s in symbols]})")
+    except Exception as err:  # a reader's expression that cannot be evaluated gets a verdict, not a traceback
+        problem = f"FAIL  {name}: evaluating your expression raised {type(err).__name__}: {err}"
+    if problem:
+        return print_verdict(problem, False)
+    try:
         args = [by_name.get(s.name, s) for s in symbols]
         fn = sp.lambdify(args, expression, "numpy")
         g = torch.Generator().manual_seed(seed)
@@ -165,7 +191,6 @@ def check_expression(name: str, expression, symbols, reference, *, points: int =
                 got = got.reshape(want.shape) if got.numel() == want.numel() else got
             worst = max(worst, _error(got, want))
     except Exception as err:  # a reader's expression that cannot be evaluated gets a verdict, not a traceback
-        print(f"FAIL  {name}: evaluating your expression raised {type(err).__name__}: {err}")
-        return
+        return print_verdict(f"FAIL  {name}: evaluating your expression raised {type(err).__name__}: {err}", False)
     mark = "PASS" if worst <= atol else "FAIL"
-    print(f"{mark}  {name}: max error {_fmt(worst)} over {points} random points (atol {atol:g})")
+    print_verdict(f"{mark}  {name}: max error {_fmt(worst)} over {points} random points (atol {atol:g})", worst <= atol)

@@ -39,8 +39,8 @@ stamp=".venv/.lossbook-setup-$(cat pyproject.toml requirements-laplace.txt scrip
 if [ -f "$stamp" ] && [ -z "${LOSSBOOK_SETUP_FORCE:-}" ]; then
     echo "lossbook setup: packages up to date"
 else
-    echo "lossbook setup: installing lossbook with its notebook, upstream, test and book dependencies"
-    "$py" -m pip install --quiet -e ".[upstream,test,book]"
+    echo "lossbook setup: installing lossbook with its notebook, upstream, test, book and course dependencies"
+    "$py" -m pip install --quiet -e ".[upstream,test,book,course]"
     # pip may then report "laplace-torch 0.3 requires torchvision, which is not installed" on later installs:
     # expected and harmless (laplace never imports torchvision; tests/test_laplace_install.py checks it)
     echo "lossbook setup: installing laplace-torch with --no-deps (requirements-laplace.txt)"

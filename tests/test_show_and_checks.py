@@ -92,3 +92,30 @@ def test_check_expression_passes_a_right_derivation_fails_a_wrong_one_and_never_
     for _ in range(2):  # the same verdict when run again
         check_expression("hessian", right, z, autograd_hessian)
         assert capsys.readouterr().out.startswith("PASS")
+
+
+def test_graded_checks_raise_the_verdict_and_only_inside_the_block(capsys):
+    """nbgrader's test cells wrap the checks in ``graded()``: a failing verdict raises, a passing one does not."""
+    import pytest
+    import sympy as sp
+
+    cases = checks.cross_entropy_cases(0)
+    with checks.graded():
+        checks.check_function("ex", fixed_cross_entropy, fixed_cross_entropy, cases)
+        checks.self_check("ex", [0.5], torch.tensor([0.5]))
+        with pytest.raises(AssertionError, match="not attempted"):
+            checks.check_function("ex", ..., fixed_cross_entropy, cases)
+        with pytest.raises(AssertionError, match="FAIL  ex"):
+            checks.check_function("ex", lambda **kw: fixed_cross_entropy(**kw) + 1, fixed_cross_entropy, cases)
+        with pytest.raises(AssertionError, match="not yet"):
+            checks.self_check("ex", [0.6], torch.tensor([0.5]))
+        with pytest.raises(AssertionError, match="wrong shape"):
+            checks.self_check("ex", [0.5, 1.0], torch.tensor([0.5]))
+        z = sp.Symbol("z0")
+        with pytest.raises(AssertionError, match="does not know"):
+            checks.check_expression("ex", sp.Symbol("q"), [z], lambda v: v[0])
+        with pytest.raises(AssertionError, match="FAIL  ex: max error"):
+            checks.check_expression("ex", z + 1, [z], lambda v: v[0])
+        checks.check_expression("ex", z, [z], lambda v: v[0])
+    checks.check_function("ex", ..., fixed_cross_entropy, cases)  # outside: prints only
+    assert "not attempted" in capsys.readouterr().out.splitlines()[-1]

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..checks import print_verdict
 from ..masked_lm import Masking, mask_tokens
 from ..selection import KeepBest  # re-exported: chapter 03's demo selects its checkpoint with it
 from ..text import CharTokenizer, load_text, random_windows
@@ -281,7 +282,7 @@ def transformers_collator(tokenizer: CharTokenizer, seed: int | None = None, **k
 
 
 def _verdict(name: str, ok: bool, detail: str = "") -> None:
-    print(f"{name}: {'correct' if ok else 'not yet'}{detail}")
+    print_verdict(f"{name}: {'correct' if ok else 'not yet'}{detail}", ok)
 
 
 def check_mask_share(answer, name: str = "exercise 1") -> None:
@@ -293,7 +294,7 @@ def check_mask_share(answer, name: str = "exercise 1") -> None:
     from ..derivations.masked_lm import visible_position_odds
 
     if answer is Ellipsis:
-        print(f"{name}: not attempted yet (replace ... with your answer)")
+        print_verdict(f"{name}: not attempted yet (replace ... with your answer)", False)
         return
     m = sp.nsimplify(answer) if isinstance(answer, float) else sp.sympify(answer)
     if not (m.is_number and 0 <= m <= 1):
@@ -324,7 +325,7 @@ def check_expected_scored(fn, name: str = "exercise 2", draws: int = 4000) -> No
     errors), for three batches (padding of several lengths; one where nothing is special) and two values of p.
     """
     if fn is Ellipsis:
-        print(f"{name}: not attempted yet (replace ... with your function)")
+        print_verdict(f"{name}: not attempted yet (replace ... with your function)", False)
         return
     tok, batches = _scored_batches()
     for ids, special_ids in batches:
@@ -349,7 +350,7 @@ def check_labels_from_masking(fn, name: str = "exercise 4") -> None:
     from ..masked_lm import sample_masking
 
     if fn is Ellipsis:
-        print(f"{name}: not attempted yet (replace ... with your function)")
+        print_verdict(f"{name}: not attempted yet (replace ... with your function)", False)
         return
     tok, batches = _scored_batches()
     for (ids, special_ids), p in zip(batches, (0.15, 0.5, 0.9)):

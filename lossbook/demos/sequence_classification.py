@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checks import print_verdict
+
 __all__ = [
     "VOCAB",
     "NUM_CLASSES",
@@ -189,7 +191,7 @@ def count_regression_baseline(train_set, test_set) -> float:
 
 
 def _verdict(name: str, ok: bool, detail: str = "") -> None:
-    print(f"{name}: {'correct' if ok else 'not yet'}{detail}")
+    print_verdict(f"{name}: {'correct' if ok else 'not yet'}{detail}", ok)
 
 
 def check_last_token_positions(fn, name: str = "exercise 1") -> None:
@@ -200,7 +202,7 @@ def check_last_token_positions(fn, name: str = "exercise 1") -> None:
     from ..sequence_classification import last_token_positions
 
     if fn is Ellipsis:
-        print(f"{name}: not attempted yet (replace ... with your function)")
+        print_verdict(f"{name}: not attempted yet (replace ... with your function)", False)
         return
     g = torch.Generator().manual_seed(11)
     batches = []
@@ -229,7 +231,7 @@ def check_pos_weight_grad(expr, name: str = "exercise 2") -> None:
     import sympy as sp
 
     if expr is Ellipsis:
-        print(f"{name}: not attempted yet (replace ... with your expression)")
+        print_verdict(f"{name}: not attempted yet (replace ... with your expression)", False)
         return
     expr = sp.sympify(expr)
     names = {s.name for s in expr.free_symbols}
@@ -263,7 +265,7 @@ def check_same_broadcast_loss(answer, name: str = "exercise 4") -> None:
     import torch.nn.functional as F
 
     if answer is Ellipsis:
-        print(f"{name}: not attempted yet (replace ... with your answer)")
+        print_verdict(f"{name}: not attempted yet (replace ... with your answer)", False)
         return
     z = torch.as_tensor(answer, dtype=torch.float64).reshape(-1, 1)  # [3, 1], as a regression head gives
     y = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)  # [3]

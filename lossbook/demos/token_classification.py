@@ -19,6 +19,8 @@ import random
 import torch
 from torch import nn
 
+from ..checks import print_verdict
+
 __all__ = [
     "TAGS",
     "B_TO_I",
@@ -411,7 +413,7 @@ def check_aligner(name: str, fn) -> None:
     Runs ``fn`` on generated sentences and a few hand-made word-id patterns and prints only a verdict.
     """
     if fn is Ellipsis:
-        print(f"{name}: not attempted yet (replace ... with your function)")
+        print_verdict(f"{name}: not attempted yet (replace ... with your function)", False)
         return
     tokenizer = SubwordTokenizer(all_words())
     trials = [(tags, tokenizer(words)[1]) for words, tags in make_tagged_sentences(40, seed=11)]
@@ -425,17 +427,18 @@ def check_aligner(name: str, fn) -> None:
         try:
             got = [int(x) for x in fn(list(tags), list(word_ids))]
         except Exception as err:  # noqa: BLE001 - a reader's function may raise anything
-            print(f"{name}: not yet ({type(err).__name__}: {err})")
+            print_verdict(f"{name}: not yet ({type(err).__name__}: {err})", False)
             return
         wrong += got != align_labels(tags, word_ids, label_all_tokens=True)
     verdict = "correct" if wrong == 0 else "not yet"
-    print(f"{name}: {verdict} ({len(trials) - wrong} of {len(trials)} sentences aligned as expected)")
+    print_verdict(f"{name}: {verdict} ({len(trials) - wrong} of {len(trials)} sentences aligned as expected)",
+                  wrong == 0)
 
 
 def check_entity_decoder(name: str, fn) -> None:
     """Exercise check: ``fn(tags)`` (tag strings) must return ``bio_entities``'s ``(type, first, last)`` list."""
     if fn is Ellipsis:
-        print(f"{name}: not attempted yet (replace ... with your function)")
+        print_verdict(f"{name}: not attempted yet (replace ... with your function)", False)
         return
     rng = random.Random(5)
     trials = [[TAGS[t] for t in tags] for _, tags in make_tagged_sentences(30, seed=12)]
@@ -445,8 +448,9 @@ def check_entity_decoder(name: str, fn) -> None:
         try:
             got = [tuple(e) for e in fn(list(tags))]
         except Exception as err:  # noqa: BLE001
-            print(f"{name}: not yet ({type(err).__name__}: {err})")
+            print_verdict(f"{name}: not yet ({type(err).__name__}: {err})", False)
             return
         wrong += got != bio_entities(tags)
     verdict = "correct" if wrong == 0 else "not yet"
-    print(f"{name}: {verdict} ({len(trials) - wrong} of {len(trials)} tag sequences decoded as expected)")
+    print_verdict(f"{name}: {verdict} ({len(trials) - wrong} of {len(trials)} tag sequences decoded as "
+                  "expected)", wrong == 0)
