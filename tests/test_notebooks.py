@@ -22,7 +22,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CONTRACT = ["Derive", "Implement", "Check", "See", "Train", "Verify", "Practise"]
 VOLATILE = re.compile(r"(/root/|/home/|/tmp/|/work/|/Users/|site-packages|\b0x[0-9a-fA-F]{6,})")
 NOTEBOOK_METADATA = {"kernelspec", "language_info", "widgets"}
-CELL_METADATA = {"tags", "editable", "slideshow", "jupyter"}
+CELL_METADATA = {"tags", "editable", "slideshow", "jupyter", "nbgrader"}  # nbgrader: the course kit (issue 16)
 
 
 def _code(nb):
