@@ -8,13 +8,15 @@ notebook and in CI.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 from dataclasses import dataclass
 
 import torch
 
 __all__ = ["CheckResult", "compare_losses", "cross_entropy_cases", "self_check", "check_function",
-           "check_expression", "graded", "print_verdict"]
+           "check_expression", "graded", "print_verdict",
+           "assert_close", "assert_function", "assert_expression"]
 
 _GRADED = [False]  # inside ``with graded():`` a failing verdict raises instead of only printing
 
@@ -194,3 +196,38 @@ def check_expression(name: str, expression, symbols, reference, *, points: int =
         return print_verdict(f"FAIL  {name}: evaluating your expression raised {type(err).__name__}: {err}", False)
     mark = "PASS" if worst <= atol else "FAIL"
     print_verdict(f"{mark}  {name}: max error {_fmt(worst)} over {points} random points (atol {atol:g})", worst <= atol)
+
+
+# Autograded test cells (nbgrader): the same checks, raising instead of only printing.  A passing answer
+# prints the verdict; a wrong or missing one raises AssertionError whose message is the verdict (never the
+# answer), so the grader gives the cell 0 points.
+
+def _verdict(check, *args, **kwargs) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        check(*args, **kwargs)
+    return out.getvalue().strip()
+
+
+def _require(verdict: str, passed: bool) -> None:
+    if not passed:
+        raise AssertionError(verdict)
+    print(verdict)
+
+
+def assert_close(name: str, answer, expected, *, atol: float = 1e-4) -> None:
+    """``self_check`` for a test cell: raises AssertionError with the verdict unless the answer is correct."""
+    verdict = _verdict(self_check, name, answer, expected, atol=atol)
+    _require(verdict, verdict.startswith(f"{name}: correct "))
+
+
+def assert_function(name: str, candidate, reference, cases, *, atol: float = 1e-5) -> None:
+    """``check_function`` for a test cell: raises AssertionError with the verdict unless it is a PASS."""
+    verdict = _verdict(check_function, name, candidate, reference, cases, atol=atol)
+    _require(verdict, verdict.startswith("PASS "))
+
+
+def assert_expression(name: str, expression, symbols, reference, **kwargs) -> None:
+    """``check_expression`` for a test cell: raises AssertionError with the verdict unless it is a PASS."""
+    verdict = _verdict(check_expression, name, expression, symbols, reference, **kwargs)
+    _require(verdict, verdict.startswith("PASS "))

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SMALL = ROOT / "notebooks" / "00_how_to_read_this_book.ipynb"  # the chapter that is executed and graded
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
-# chapters converted to the nbgrader convention on this branch (the others follow as they are converted)
-CONVERTED = {"00", "01", "02", "03", "04", "05", "06"}
+# every chapter is in the nbgrader convention (issue 16)
+CONVERTED = {p.name[:2] for p in NOTEBOOKS}
 
 
 def _course():
@@ -157,6 +157,20 @@ def test_student_edition_runs_up_to_the_first_exercise(course, tmp_path):
     NotebookClient(student, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(SMALL.parent)}}).execute()
     assert any(c.cell_type == "code" and c.outputs for c in student.cells)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
+def test_every_student_chapter_runs_up_to_its_first_exercise_because_it_is_the_instructors(course, path):
+    """Every chapter's student edition, up to its first solution cell, is the instructor edition's code cell for
+    cell (sources equal, in order): the instructor edition runs end to end under nbval (tests/test_notebooks and
+    the nbval run of notebooks/), so the student's part before the first exercise runs too.  Chapter 00's is also
+    executed for real (the test above)."""
+    teacher = _read(path)
+    student = course.student_notebook(_read(path))
+    first = next(i for i, c in enumerate(student.cells) if _meta(c).get("solution"))
+    assert first > 0 and first == next(i for i, c in enumerate(teacher.cells) if _meta(c).get("solution"))
+    assert [(c.cell_type, c.source) for c in student.cells[:first]] == [
+        (c.cell_type, c.source) for c in teacher.cells[:first]]
 
 
 def _fill(student, teacher, *, replace: dict[str, str] | None = None):

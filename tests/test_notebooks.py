@@ -131,3 +131,30 @@ def test_code_lines_fit_the_page(path):
     nb = nbformat.read(path, as_version=4)
     long = [(i, len(line)) for i, c in enumerate(_code(nb)) for line in c.source.splitlines() if len(line) > 100]
     assert not long, f"code cell (index, line length) over 100 characters: {long}"
+
+
+def test_exercises_follow_the_nbgrader_convention(nb):
+    """Issue 16: a solution cell with a solution region, then its locked test cell with points; ids unique."""
+    graded = [(i, c) for i, c in enumerate(nb.cells) if "nbgrader" in c.metadata]
+    ids = [c.metadata.nbgrader.grade_id for _, c in graded]
+    assert len(ids) == len(set(ids)), ids
+    if graded:
+        headings = [line.strip() for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()]
+        assert not {"## Solutions", "### Solutions"} & set(headings), "the solutions live in the solution regions"
+    for i, cell in graded:
+        meta = cell.metadata.nbgrader
+        assert meta.schema_version == 3 and cell.cell_type == "code", meta
+        if meta.solution:
+            assert not meta.grade and not meta.locked and meta.grade_id.endswith("-solution")
+            lines = cell.source.splitlines()
+            assert "### BEGIN SOLUTION" in lines and "### END SOLUTION" in lines, cell.source
+            assert lines.index("### BEGIN SOLUTION") < lines.index("### END SOLUTION")
+            test = nb.cells[i + 1]
+            assert test.metadata.nbgrader.grade_id == meta.grade_id.replace("-solution", "-check")
+        else:
+            assert meta.grade and meta.locked and meta.points in (1, 2) and meta.grade_id.endswith("-check"), meta
+            assert "BEGIN SOLUTION" not in cell.source
+    # nbgrader's ClearSolutions reads a marker anywhere in any cell (markdown too) as the start of a region
+    for cell in nb.cells:
+        if "nbgrader" not in cell.metadata:
+            assert "BEGIN SOLUTION" not in cell.source and "HIDDEN TESTS" not in cell.source, cell.source

@@ -119,3 +119,26 @@ def test_graded_checks_raise_the_verdict_and_only_inside_the_block(capsys):
         checks.check_expression("ex", z, [z], lambda v: v[0])
     checks.check_function("ex", ..., fixed_cross_entropy, cases)  # outside: prints only
     assert "not attempted" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_test_cell_wrappers_raise_the_verdict_and_never_the_answer(capsys):
+    import sympy as sp
+
+    cases = checks.cross_entropy_cases(0)
+    checks.assert_function("ex", fixed_cross_entropy, fixed_cross_entropy, cases)
+    assert capsys.readouterr().out.startswith("PASS")
+    for candidate in (..., lambda **kw: fixed_cross_entropy(**kw) * 1.01, lambda **kw: 1 / 0):
+        with pytest.raises(AssertionError, match="ex"):
+            checks.assert_function("ex", candidate, fixed_cross_entropy, cases)
+    checks.assert_close("ex", 0.5, 0.5)
+    assert "ex: correct" in capsys.readouterr().out
+    for answer in (..., 0.6, [0.5, 0.5]):
+        with pytest.raises(AssertionError) as err:
+            checks.assert_close("ex", answer, 0.12345)
+        assert "0.12345" not in str(err.value)
+    z = sp.Symbol("z")
+    checks.assert_expression("ex", 2 * z, [z], lambda v: 2 * v[0])
+    for answer in (..., 3 * z, sp.Symbol("w")):
+        with pytest.raises(AssertionError, match="ex"):
+            checks.assert_expression("ex", answer, [z], lambda v: 2 * v[0])
+    assert capsys.readouterr().out.count("PASS") == 1
