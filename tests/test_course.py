@@ -97,7 +97,8 @@ def test_exercise_metadata_follows_the_convention(path):
             assert meta["points"] in (1, 2), (path.name, meta)
             assert re.fullmatch(rf"ch{chapter}-ex\d+-check", meta["grade_id"]), meta["grade_id"]
             assert _meta(cells[i - 1]).get("grade_id") == meta["grade_id"].replace("-check", "-solution")
-            assert "lossbook.checks.graded()" in cell.source or "assert " in cell.source, (
+            raising = ("lossbook.checks.graded()", "assert ", "assert_function(", "assert_close(", "assert_expression(")
+            assert any(r in cell.source for r in raising), (
                 f"{path.name} {meta['grade_id']}: the check must raise on a wrong answer")
 
 
