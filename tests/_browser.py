@@ -114,6 +114,9 @@ class Guard:
         assert not self.problems, f"{what}:\n  " + "\n  ".join(self.problems)
 
 
+SETTLE_MS = 90_000  # how long visit() waits for a page's network to settle
+
+
 def visit(page, url: str):
     """Go to ``url`` and wait until the page's network is idle (no request for 500 ms), then return the response.
 
@@ -129,7 +132,16 @@ def visit(page, url: str):
     if guard is not None:
         guard.leave()  # a late request of the page being left (Chromium asks for the favicon after load) is aborted
     response = page.goto(url)
-    page.wait_for_load_state("networkidle")
+    try:
+        page.wait_for_load_state("networkidle", timeout=SETTLE_MS)
+    except Exception as error:  # playwright's TimeoutError: say what was still loading, if anything
+        pending = (sorted(r.url for r in guard.in_flight - guard.left_behind) if guard is not None
+                   else ["(no guard: cannot tell)"])
+        if pending:
+            raise AssertionError(f"{url}: the network did not settle in {SETTLE_MS / 1000:.0f} s; still in "
+                                 f"flight: {pending}") from error
+        # Nothing of this page is in flight (every request finished or failed, and the guard judges those):
+        # the idle event was missed, e.g. under heavy load, which is not a fault of the page.
     return response
 
 

@@ -339,6 +339,27 @@ def test_moving_on_before_the_network_settles_aborts_requests_and_visit_waits(br
     assert any("late.txt" in p and "ERR_ABORTED" in p for p in guard.problems), guard.problems
 
 
+def test_visit_names_what_is_still_in_flight_when_the_network_does_not_settle(browser, tmp_path, monkeypatch):
+    """``visit`` waits a bounded time for the network to settle; a page whose request is still in flight then fails
+    with that request's URL (a hung request is a fault), while one with nothing in flight goes on."""
+    import _browser
+
+    monkeypatch.setattr(_browser, "SETTLE_MS", 700)
+    (tmp_path / "late.txt").write_text("late")
+    (tmp_path / "hangs.html").write_text(
+        "<html><body><script>addEventListener('load', () => fetch('late.txt'))</script></body></html>")
+    (tmp_path / "quiet.html").write_text("<html><body><p>quiet</p></body></html>")
+    with serve(tmp_path, slow=("/late.txt",), delay=4.0) as url:
+        context = browser.new_context()
+        Guard(context)
+        page = context.new_page()
+        with pytest.raises(AssertionError, match=r"did not settle in 1 s; still in flight: \['.*late\.txt'\]"):
+            _browser.visit(page, url + "hangs.html")
+        page.wait_for_load_state("networkidle", timeout=20_000)  # let the slow request finish before leaving
+        assert _browser.visit(page, url + "quiet.html").ok
+        context.close()
+
+
 def test_no_table_is_wider_than_the_reading_column(book_url, guarded):
     """Every table of every page fits the article's width at a laptop's 1280 px (long cells wrap; a table that
     cannot fit, such as an explorer's row of tokens, scrolls inside its own box), so no table runs past the
