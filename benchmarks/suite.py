@@ -1,7 +1,7 @@
 """lossbook measured against its peers, in one process: time ratios, peak memory, the in-run roofline.
 
-Run it (from the repository root; one torch thread unless --threads says otherwise; 642 s measured on the
-2-core machine under a load average of 7, most of it the V=128256 case)::
+Run it (from the repository root; one torch thread unless --threads says otherwise; 143 s measured on the
+idle 2-core machine, 642 s under a load average of 7, most of it the V=128256 case)::
 
     PYTHONPATH=$PWD python -m benchmarks            # full suite -> build/benchmarks/results.{md,json,png}
     PYTHONPATH=$PWD python -m benchmarks --quick    # small sizes only, seconds
