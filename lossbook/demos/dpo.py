@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_integer, check_rank
 from ..checks import CheckResult, _error
 from ..dpo import TRL_LOSS_TYPES, dpo_loss, sequence_logps
 
@@ -353,7 +352,6 @@ def pretrain_lm(steps: int = 300, seed: int = 0, device=None, progress: bool = T
     return model.eval(), data
 
 
-@torch.no_grad()
 def sample(model, prompts: torch.Tensor, new_tokens: int, temperature: float = 1.0,
            generator: torch.Generator | None = None) -> torch.Tensor:
     """``new_tokens`` sampled after each row of ``prompts`` Long[batch, prompt], all rows at once.
@@ -361,18 +359,9 @@ def sample(model, prompts: torch.Tensor, new_tokens: int, temperature: float = 1
     Returns Long[batch, prompt + new_tokens]; sampling draws on the CPU ``generator``, so it is reproducible
     on any device.
     """
-    check_integer("prompts", prompts, "token ids")
-    check_rank("prompts", prompts, (2,), "[batch, prompt]")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    ids = prompts.to(device)
-    for _ in range(new_tokens):
-        logits = model(ids[:, -model.max_len :])[:, -1].float().cpu()  # [batch, vocab]
-        nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)  # [batch, 1]
-        ids = torch.cat([ids, nxt.to(device)], dim=1)
-    model.train(was_training)
-    return ids.cpu()
+    from ..spin import sample_completions  # one batched sampler for the book (chapter 10 adds top-k / top-p)
+
+    return sample_completions(model, prompts, new_tokens, temperature=temperature, generator=generator)
 
 
 @dataclass

@@ -115,13 +115,20 @@ def masked_accuracy(model, eval_set: EvalSet, where: str = "<mask>", batch_size:
     ``where="scored"``: every position with a label (the random and unchanged ones too).
     """
     keep = {"<mask>": eval_set.masking.replaced, "scored": eval_set.masking.selected}[where]  # [windows, length]
+    preds = _predictions(model, eval_set, batch_size)  # [windows, length]
+    return float((preds[keep] == eval_set.labels[keep]).float().mean())
+
+
+@torch.no_grad()
+def _predictions(model, eval_set: EvalSet, batch_size: int) -> torch.Tensor:
+    """The model's argmax at every position of ``eval_set.inputs`` [windows, length], in eval mode (restored)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     preds = torch.cat([model(chunk.to(device)).argmax(-1).cpu()  # [chunk, length]
                        for chunk in eval_set.inputs.split(batch_size)])
     model.train(was_training)
-    return float((preds[keep] == eval_set.labels[keep]).float().mean())
+    return preds
 
 
 @torch.no_grad()
@@ -132,12 +139,7 @@ def accuracy_by_fate(model, eval_set: EvalSet, batch_size: int = 256) -> dict[st
     token; ``"random: copies the input"``: share of the randomly replaced positions whose argmax is the
     (wrong) token the input shows there, i.e. how often the model believes a corrupted input.
     """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    preds = torch.cat([model(chunk.to(device)).argmax(-1).cpu()  # [chunk, length]
-                       for chunk in eval_set.inputs.split(batch_size)])
-    model.train(was_training)
+    preds = _predictions(model, eval_set, batch_size)  # [windows, length]
     m, labels = eval_set.masking, eval_set.labels
     out = {name: float((preds[keep] == labels[keep]).float().mean())
            for name, keep in (("<mask>", m.replaced), ("random", m.randomized), ("unchanged", m.unchanged))}

@@ -263,24 +263,18 @@ def train_reader(
     model = SpanReader(vocab_size, hidden=32)
     val_ids, val_starts, val_ends = val
     seq = ids.shape[1]
-    best = {"exact": -1.0, "step": 0, "state": None}
-    seen = [0]
 
     def loss_fn(model, x, s, e):
         start_logits, end_logits = model(x)  # [batch, seq] each
         return loss(start_logits, end_logits, s, e)  # []
 
     def get_batch(step):
-        seen[0] = step
         idx = torch.randint(0, len(ids), (batch,), generator=data_gen)
         return ids[idx], starts[idx], ends[idx]
 
     def validate(model):
         start_logits, end_logits = model(val_ids.to(next(model.parameters()).device))
         scores = squad_v2_scores(predict_spans(start_logits, end_logits, max_answer), val_starts, val_ends, seq)
-        if scores["exact"] > best["exact"]:
-            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            best.update(exact=scores["exact"], step=seen[0], state=state)
         return {f"val_{k}": v for k, v in scores.items()}
 
     history = train(
@@ -294,10 +288,9 @@ def train_reader(
         eval_every=eval_every,
         progress=progress,
         desc=desc,
+        keep_best="val_exact",  # the best validation checkpoint (earliest on ties), loaded back by train
     )
-    model.load_state_dict(best["state"])
-    model.eval()
-    return model, history, best["step"]
+    return model, history, history.best_step
 
 
 def loss_type(class_name: str, mapping) -> str | None:

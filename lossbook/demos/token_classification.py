@@ -362,23 +362,17 @@ def train_tagger(
     torch.manual_seed(seed)
     num_tags = len(TAGS)
     model = TokenTagger(vocab_size, num_tags)
-    best = {"f1": -1.0, "step": 0, "state": None}
-    steps_seen = [0]
 
     def loss_fn(model, input_ids, labels):
         return token_classification_loss(model(input_ids), labels, num_tags)  # [batch, seq, tags], [batch, seq]
 
     def get_batch(step):
-        steps_seen[0] = step
         idx = torch.randint(0, len(train_enc["input_ids"]), (batch,), generator=data_gen)
         return train_enc["input_ids"][idx], train_enc["labels"][idx]
 
     def validate(model):
         pred = model(val_enc["input_ids"].to(next(model.parameters()).device)).argmax(-1).cpu()
         f1 = entity_f1(val_gold, decode_entities(pred, val_enc["word_ids"], reading))["f1"]
-        if f1 > best["f1"]:
-            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            best.update(f1=f1, step=steps_seen[0], state=state)
         return {"val_f1": f1}
 
     history = train(
@@ -392,10 +386,9 @@ def train_tagger(
         eval_every=eval_every,
         progress=progress,
         desc=desc,
+        keep_best="val_f1",  # the best validation checkpoint (earliest on ties), loaded back by train
     )
-    model.load_state_dict(best["state"])
-    model.eval()
-    return model, history, best["step"]
+    return model, history, history.best_step
 
 
 # ---- exercise checks: print a verdict only ------------------------------------------------------------------------
