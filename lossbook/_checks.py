@@ -20,6 +20,7 @@ __all__ = [
     "check_ignore_index",
     "check_count",
     "torch_checks_values",
+    "plain_cpu",
     "SMALL",
 ]
 
@@ -117,6 +118,27 @@ def torch_checks_values(*tensors: torch.Tensor) -> bool:
         if not t.is_cpu:
             return False
     return True
+
+
+_TENSOR = torch.Tensor
+_LONG = torch.long
+_FULL = (torch.float32, torch.float64)
+
+
+def plain_cpu(logits, labels, ignore_index, num_items_in_batch, kwargs) -> bool:
+    """The common call, recognised from metadata alone: plain CPU tensors, float32 or float64 ``logits``, torch.long
+    ``labels``, an ``int`` ``ignore_index``, no ``num_items_in_batch`` or a positive ``int`` one, and no keyword.
+
+    Every loss takes a short path for it: the same checks as always (the caller compares the shapes; PyTorch's CPU
+    kernel checks the label values, see :func:`torch_checks_values`), written as a handful of attribute
+    comparisons instead of a chain of calls, because on a small batch the calls cost as much as the loss (issue 12;
+    benchmarks/ measures it).  Anything else (half precision, other dtypes, tensor counts, keywords, an
+    accelerator, a tensor subclass) takes the general path, which checks it argument by argument and names it;
+    both paths return the same bits (tests/test_overhead.py)."""
+    return (not kwargs and type(ignore_index) is int
+            and (num_items_in_batch is None or (type(num_items_in_batch) is int and num_items_in_batch > 0))
+            and type(logits) is _TENSOR and type(labels) is _TENSOR and logits.is_cpu and labels.is_cpu
+            and labels.dtype is _LONG and logits.dtype in _FULL)
 
 
 def _out_of_range(name, target, classes, ignore_index, what, bad) -> None:

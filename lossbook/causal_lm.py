@@ -10,17 +10,17 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import (
-    SMALL,
     check_float,
     check_ignore_index,
     check_in_range,
     check_integer,
     check_position_labels,
     check_vocab_size,
+    plain_cpu,
     shape_str,
     torch_checks_values,
 )
-from .cross_entropy import per_position_cross_entropy
+from .cross_entropy import per_position_cross_entropy, plain_score
 
 __all__ = ["causal_lm_loss", "next_token_labels"]
 
@@ -36,13 +36,23 @@ def next_token_labels(labels: torch.Tensor, ignore_index: int = -100) -> torch.T
     check_integer("labels", labels, "token ids")
     if labels.dim() == 0:
         raise ValueError("labels must have a sequence dimension (shape [..., seq]), got a 0-dim tensor")
-    return _shift(labels, check_ignore_index(ignore_index))
+    ignore_index = check_ignore_index(ignore_index)
+    if labels.shape[-1] == 0:  # nothing to shift (and a crop of an empty dim is an error)
+        return labels.long()
+    # one operation: crop the first position, pad one ignore_index on the right (upstream pads, slices and
+    # copies: the same tensor in three operations)
+    return F.pad(labels.long(), (-1, 1), value=ignore_index)  # [..., seq], contiguous
 
 
-def _shift(labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """``next_token_labels`` of checked labels (integer, at least 1-d) and an int ``ignore_index``."""
-    padded = F.pad(labels.long(), (0, 1), value=ignore_index)  # [..., seq + 1]
-    return padded[..., 1:].contiguous()  # [..., seq]
+def _check_first_labels(name: str, labels: torch.Tensor, vocab: int, ignore_index: int) -> None:
+    """``labels[..., 0]`` (CPU, non-empty) in ``[0, vocab)`` or ``ignore_index``: one value per sequence, read
+    into Python through a ``select`` view (no copy); anything but [batch, seq] labels, and any bad value, goes
+    to ``check_in_range`` for the verdict and the message."""
+    first = labels.select(-1, 0)  # [...]: a view
+    if first.dim() == 1:  # the usual [batch, seq] labels: one value per sequence, scanned in Python
+        if not [v for v in first.tolist() if v != ignore_index and not 0 <= v < vocab]:
+            return
+    check_in_range(name, first, vocab, ignore_index, "token id", shape_of=labels)
 
 
 def causal_lm_loss(
@@ -64,8 +74,9 @@ def causal_lm_loss(
 
     loss = sum_t [logsumexp(z_t) - z_t[y_{t+1}]] / D over the kept targets, with D = ``num_items_in_batch``
     when given (sum-then-divide, for gradient accumulation and sharding) and else the number of kept targets.
-    The labels are padded on the right with ``ignore_index`` and sliced, ``labels[..., 1:]``; the logits
-    are not sliced, so nothing of size batch x seq x vocab is copied (beyond the float32 upcast below).
+    The labels are shifted by one ``F.pad(labels, (-1, 1), value=ignore_index)`` (crop the first, pad one
+    ``ignore_index`` on the right); the logits are not sliced, so nothing of size batch x seq x vocab is copied
+    (beyond the float32 upcast below).
 
     Edge cases (as upstream): the last position of every sequence has no target; a sequence of length 1,
     or a batch whose targets are all ``ignore_index``, gives NaN (0/0, with a zero gradient) unless
@@ -88,6 +99,15 @@ def causal_lm_loss(
     * ``label_smoothing`` and ``weight`` reach the cross-entropy (upstream swallows them); ``reduction``
       is refused; other keyword arguments are ignored, as upstream.
     """
+    if (shift_labels is None and plain_cpu(logits, labels, ignore_index, num_items_in_batch, kwargs)
+            and labels.dim() >= 1 and labels.shape == logits.shape[:-1] and labels.shape[-1]
+            and (vocab_size is None or (type(vocab_size) is int and vocab_size == logits.shape[-1]))):
+        # the common call (see lossbook._checks.plain_cpu): the same checks and loss in fewer steps
+        vocab = logits.shape[-1]
+        _check_first_labels("labels", labels, vocab, ignore_index)  # the loss never reads labels[..., 0]
+        shifted = F.pad(labels, (-1, 1), value=ignore_index)  # [batch, seq], as next_token_labels
+        return plain_score(logits.reshape(-1, vocab), shifted.view(-1), num_items_in_batch, ignore_index,
+                           ("logits", "labels"), "token id", labels)  # []
     check_float("logits", logits)
     if logits.dim() < 2:
         raise ValueError(f"logits must be [batch, seq, vocab] (or [seq, vocab]), got shape {shape_str(logits)}")
@@ -99,10 +119,9 @@ def causal_lm_loss(
         name = "labels"
         deferred = torch_checks_values(logits, labels)  # on the CPU the loss's own kernel checks the values
         check_position_labels(name, labels, logits, ignore_index, values=not deferred)
-        if deferred:  # the loss scores labels[..., 1:]: the first label of each sequence is checked here
-            first = labels if labels.numel() <= SMALL else labels.select(-1, 0)  # all of a small batch: cheaper
-            check_in_range(name, first, logits.shape[-1], ignore_index, "token id", shape_of=labels)
-        shift_labels = _shift(labels, ignore_index)  # [batch, seq]
+        if deferred and labels.numel():  # the loss scores labels[..., 1:]: the first label of each sequence
+            _check_first_labels(name, labels, logits.shape[-1], ignore_index)  # is checked here
+        shift_labels = next_token_labels(labels, ignore_index)  # [batch, seq]
     else:
         name = "shift_labels"
         deferred = torch_checks_values(logits, shift_labels)

@@ -17,6 +17,7 @@ from ._checks import (
     check_integer,
     check_rank,
     check_tensor,
+    plain_cpu,
     shape_str,
     torch_checks_values,
 )
@@ -119,7 +120,27 @@ def fixed_cross_entropy(
       accelerator before the loss, reading the labels' minimum and maximum
       together (one synchronisation).  tests/test_overhead.py pins both.
     """
+    if (plain_cpu(source, target, ignore_index, num_items_in_batch, kwargs) and source.dim() == 2
+            and target.dim() == 1 and target.shape[0] == source.shape[0]):
+        return plain_score(source, target, num_items_in_batch, ignore_index, ("source", "target"), "class index")
     return _cross_entropy(source, target, num_items_in_batch, ignore_index, kwargs)
+
+
+def plain_score(source, target, num_items_in_batch, ignore_index, names, what, shown=None):
+    """The loss of a call :func:`lossbook._checks.plain_cpu` accepted, whose shapes the caller has checked
+    (``source`` [items, classes], ``target`` [items]): PyTorch's kernel checks the label values, and if it raises,
+    lossbook re-reads them for the clear message (``names``: the caller's argument names; ``what``: one label;
+    ``shown``: the tensor whose shape the message shows)."""
+    try:
+        if num_items_in_batch is None:
+            return F.cross_entropy(source, target, ignore_index=ignore_index)  # []
+        return F.cross_entropy(source, target, ignore_index=ignore_index, reduction="sum") / num_items_in_batch
+    except IndexError:  # PyTorch's "Target 7 is out of bounds."
+        try:
+            check_in_range(names[1], target, source.shape[-1], ignore_index, what, shape_of=shown)
+        except ValueError as clear:
+            raise clear from None  # the clear message, without PyTorch's terse one chained to it
+        raise
 
 
 def _cross_entropy(source, target, num_items_in_batch, ignore_index, kwargs, names=("source", "target"),

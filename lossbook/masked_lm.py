@@ -19,10 +19,11 @@ from ._checks import (
     check_integer,
     check_position_labels,
     check_vocab_size,
+    plain_cpu,
     shape_str,
     torch_checks_values,
 )
-from .cross_entropy import per_position_cross_entropy
+from .cross_entropy import per_position_cross_entropy, plain_score
 
 __all__ = ["masked_lm_loss", "Masking", "sample_masking", "mask_tokens", "mask_then_score"]
 
@@ -66,6 +67,12 @@ def masked_lm_loss(
     * ``label_smoothing`` and ``weight`` reach the cross-entropy (upstream swallows them); ``reduction``
       is refused; other keyword arguments are ignored, as upstream.
     """
+    if (plain_cpu(logits, labels, ignore_index, num_items_in_batch, kwargs) and labels.dim() >= 1
+            and labels.shape == logits.shape[:-1]
+            and (vocab_size is None or (type(vocab_size) is int and vocab_size == logits.shape[-1]))):
+        # the common call (see lossbook._checks.plain_cpu): the same checks and loss in fewer steps
+        return plain_score(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), num_items_in_batch,
+                           ignore_index, ("logits", "labels"), "token id", labels)  # []
     check_float("logits", logits)
     if logits.dim() < 2:
         raise ValueError(f"logits must be [batch, seq, vocab] (or [seq, vocab]), got shape {shape_str(logits)}")

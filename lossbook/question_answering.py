@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_float, check_integer, check_tensor, shape_str
-from .cross_entropy import _score
+from ._checks import check_float, check_integer, check_tensor, plain_cpu, shape_str
+from .cross_entropy import _score, plain_score
 
 __all__ = ["question_answering_loss"]
 
@@ -77,6 +77,17 @@ def question_answering_loss(start_logits, end_logits, start_positions, end_posit
             "question_answering_loss got ignore_index=...: the ignored index is always the sequence length "
             "(positions at or past the end of the window are ignored)"
         )
+    if (plain_cpu(start_logits, start_positions, 0, None, kwargs)
+            and plain_cpu(end_logits, end_positions, 0, None, {}) and start_logits.dim() == 2
+            and end_logits.shape == start_logits.shape and start_positions.dim() == 1 and end_positions.dim() == 1
+            and start_positions.shape[0] == end_positions.shape[0] == start_logits.shape[0]):
+        # the common call (see lossbook._checks.plain_cpu): the same checks and loss in fewer steps
+        seq = start_logits.shape[1]  # the ignored index, one past the last token
+        start_loss = plain_score(start_logits, start_positions.clamp(0, seq), None, seq,
+                                 ("start_logits", "start_positions"), "token position")  # []
+        end_loss = plain_score(end_logits, end_positions.clamp(0, seq), None, seq,
+                               ("end_logits", "end_positions"), "token position")  # []
+        return (start_loss + end_loss) / 2  # []
     start_logits, end_logits = _check_logits(start_logits, end_logits)
     batch, seq = start_logits.shape
     start_positions = _check_positions("start_positions", start_positions, batch)  # [batch]
@@ -114,12 +125,12 @@ def _check_logits(start_logits, end_logits) -> tuple[torch.Tensor, torch.Tensor]
 def _check_positions(name: str, positions, batch: int) -> torch.Tensor:
     check_tensor(name, positions)
     check_integer(name, positions, what="token positions")
-    original = shape_str(positions)
+    original = positions
     if positions.dim() == 2 and positions.shape[-1] == 1:
         positions = positions.squeeze(-1)  # [batch, 1] -> [batch], as upstream
     if positions.dim() != 1 or positions.shape[0] != batch:
         raise ValueError(
             f"{name} must have shape [{batch}] or [{batch}, 1] (one token index per example, batch {batch} as "
-            f"in the logits), got {original}"
+            f"in the logits), got {shape_str(original)}"
         )
     return positions.to(torch.long)

@@ -12,8 +12,8 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_float, check_integer, check_tensor, shape_str
-from .cross_entropy import _cross_entropy
+from ._checks import check_float, check_integer, check_tensor, plain_cpu, shape_str
+from .cross_entropy import _cross_entropy, plain_score
 
 __all__ = ["PROBLEM_TYPES", "infer_problem_type", "sequence_classification_loss", "last_token_positions",
            "last_token_pool"]
@@ -92,6 +92,12 @@ def sequence_classification_loss(
     * ``label_smoothing`` and ``weight`` reach the cross-entropy, ``reduction`` is refused
       (see :func:`lossbook.fixed_cross_entropy`).
     """
+    if (problem_type is None and type(num_labels) is int and num_labels > 1
+            and plain_cpu(pooled_logits, labels, -100, None, kwargs) and pooled_logits.dim() == 2
+            and labels.dim() == 1 and pooled_logits.shape[1] == num_labels
+            and labels.shape[0] == pooled_logits.shape[0]):
+        # the common call, single-label classification (see lossbook._checks.plain_cpu): fewer steps, same checks
+        return plain_score(pooled_logits, labels, None, -100, ("pooled_logits", "labels"), "class index")  # []
     check_float("pooled_logits", pooled_logits)
     check_tensor("labels", labels)
     num_labels = _check_num_labels(num_labels)

@@ -10,8 +10,15 @@ import numbers
 
 import torch
 
-from ._checks import check_float, check_ignore_index, check_position_labels, shape_str, torch_checks_values
-from .cross_entropy import per_position_cross_entropy
+from ._checks import (
+    check_float,
+    check_ignore_index,
+    check_position_labels,
+    plain_cpu,
+    shape_str,
+    torch_checks_values,
+)
+from .cross_entropy import per_position_cross_entropy, plain_score
 
 __all__ = ["token_classification_loss"]
 
@@ -62,6 +69,12 @@ def token_classification_loss(logits: torch.Tensor, labels: torch.Tensor, num_la
     * ``label_smoothing`` and ``weight`` are honoured and ``reduction`` refused,
       as in :func:`lossbook.fixed_cross_entropy` (upstream ignores them).
     """
+    if (type(num_labels) is int and num_labels > 0 and plain_cpu(logits, labels, -100, None, kwargs)
+            and labels.dim() >= 1
+            and labels.shape == logits.shape[:-1] and logits.shape[-1] == num_labels):
+        # the common call (see lossbook._checks.plain_cpu): the same checks and loss in fewer steps
+        return plain_score(logits.reshape(-1, num_labels), labels.reshape(-1), None, -100, ("logits", "labels"),
+                           "tag", labels)  # []
     check_float("logits", logits)
     if logits.dim() == 0:
         raise ValueError(f"logits must be [batch, seq, classes] (or any [..., classes]), got shape {shape_str(logits)}")
