@@ -38,6 +38,19 @@ def test_chunked_case_is_correct_and_a_small_fraction_of_the_naive_memory(cpu):
     assert set(case.skipped) <= {"liger", "cce"}  # peers that cannot run here are reported, not hidden
 
 
+def test_a_packaged_peer_is_tried_and_its_failure_reported(cpu):
+    """Liger-Kernel and Cut Cross-Entropy are Triton kernels: the suite runs each once on a tiny problem and
+    either times it or reports how it failed (on this CPU: "RuntimeError: 0 active drivers")."""
+    import lossbook
+
+    def broken(h, w, y):
+        raise RuntimeError("0 active drivers ([]). There should only be one.")
+
+    why = suite._try_peer(broken, cpu)
+    assert why == "fails on cpu: RuntimeError: 0 active drivers ([]). There should only be one."
+    assert suite._try_peer(lambda h, w, y: lossbook.chunked_cross_entropy(h, w, y), cpu) is None
+
+
 def test_interleaved_timing_and_report(cpu, tmp_path):
     samples = suite.time_interleaved({"a": lambda: torch.ones(3).sum(), "b": lambda: torch.zeros(3)}, cpu,
                                      rounds=3, min_sample_s=0.0)
