@@ -372,3 +372,25 @@ def test_widget_shows_lossbook_numbers():
     losses = spin_loss(row["policy_real"], row["policy_generated"], row["ref_real"], row["ref_generated"], lam=0.5)[0]
     assert abs(ex.loss - losses.mean().item()) < 1e-9
     assert "lossbook-loss" in ex.html.value and f"{ex.loss:.4f}" in ex.html.value
+
+
+def test_a_demo_arm_runs_the_trainer_class_it_is_given():
+    """``run_arm(trainer_cls=...)`` trains with that class (chapter 10 trains the never-refreshed bug as an arm):
+    the bug's arm equals Algorithm 1's in iteration 1 (both references are the start model) and differs after."""
+    from lossbook.bugzoo.spin import NeverRefreshedTrainer
+    from lossbook.demos import spin as demo
+
+    data = demo.make_spin_data(n_train=16, n_valid=8, prompt_len=4, completion_len=6, seed=0)
+    weak = demo.pretrain(data, steps=3, seed=0, progress=False)
+    used = []
+
+    class Spy(NeverRefreshedTrainer):
+        def begin_iteration(self):
+            used.append(type(self).__name__)
+            super().begin_iteration()
+
+    kw = dict(iterations=2, steps_per_iteration=2, lam=1.0, lr=5e-3, batch_size=8, samples=16, progress=False)
+    _, fix = demo.run_arm(weak, data, **kw)
+    _, bug = demo.run_arm(weak, data, trainer_cls=Spy, **kw)
+    assert used == ["Spy", "Spy"]
+    assert fix[1]["nll"] == bug[1]["nll"] and fix[2]["nll"] != bug[2]["nll"]

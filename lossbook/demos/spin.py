@@ -334,8 +334,9 @@ def measure(model, data: SpinData, iteration: int = 0, *, distance_seeds=(101, 1
 def run_arm(start_model, data: SpinData, *, iterations: int, steps_per_iteration: int, objective: str = "spin",
             ref_ema_decay: float | None = None, lam: float = 0.1, lr: float = 3e-4, batch_size: int = 32,
             seed: int = 0, distance_seeds=(101, 102), samples: int = 256, progress: bool = True,
-            snapshots: list | None = None, start: dict | None = None):
-    """One arm of the demo: a copy of ``start_model`` trained ``iterations`` x ``steps_per_iteration`` steps.
+            snapshots: list | None = None, start: dict | None = None, trainer_cls=SPINTrainer):
+    """One arm of the demo: a copy of ``start_model`` trained ``iterations`` x ``steps_per_iteration`` steps by
+    ``trainer_cls`` (``SPINTrainer``, or a bug zoo subclass such as ``NeverRefreshedTrainer``).
 
     Returns ``(model, rows)``; rows[i] (i = 0 is the start) holds ``iteration``, ``tv`` (one per distance seed),
     ``nll`` (held-out NLL per character) and ``valid_spin_loss`` where measured.  A ``snapshots`` list receives a
@@ -343,10 +344,11 @@ def run_arm(start_model, data: SpinData, *, iterations: int, steps_per_iteration
     by the arms (every arm starts from the same model, so its row 0 is the same).
     """
     model = copy.deepcopy(start_model)
-    trainer = SPINTrainer(model, data.train_seqs, data.prompt_len, valid_seqs=data.valid_seqs, objective=objective,
+    trainer = trainer_cls(model, data.train_seqs, data.prompt_len, valid_seqs=data.valid_seqs, objective=objective,
                           lam=lam, lr=lr, batch_size=batch_size, steps_per_iteration=steps_per_iteration,
                           ref_ema_decay=ref_ema_decay, valid_every=10 ** 9, seed=seed, progress=progress,
-                          desc=f"{objective}" + ("" if ref_ema_decay is None else f" ema {ref_ema_decay}"))
+                          desc=f"{objective}" + ("" if ref_ema_decay is None else f" ema {ref_ema_decay}")
+                          + ("" if trainer_cls is SPINTrainer else f" ({trainer_cls.__name__})"))
 
     rows = [dict(start) if start is not None else measure(model, data, 0, distance_seeds=distance_seeds,
                                                           samples=samples)]
