@@ -1,7 +1,7 @@
 """lossbook measured against its peers, in one process: time ratios, peak memory, the in-run roofline.
 
-Run it (from the repository root; one torch thread unless --threads says otherwise; 132 s measured on the
-idle 2-core machine, most of it the V=128256 case; under a load average of 7 an earlier version took 642 s)::
+Run it (from the repository root; one torch thread unless --threads says otherwise; 3 to 3.5 minutes on the
+2-core machine, most of it the V=128256 case)::
 
     PYTHONPATH=$PWD python -m benchmarks            # full suite -> build/benchmarks/results.{md,json,png}
     PYTHONPATH=$PWD python -m benchmarks --quick    # small sizes only, seconds
@@ -14,8 +14,8 @@ phase of a shared machine hits all of them; each sample runs the function enough
 tensor storage, CPU or GPU) and, on a GPU, by ``torch.cuda.max_memory_allocated`` too.  The roofline (copy
 bandwidth and matmul rate) is measured in the same run, and each result reports the fraction of it reached:
 ``max(bytes / bandwidth, flops / matmul rate) / measured time``, with the bytes and flops a lower bound
-(each input read once).  The run ends with issue 12's goals, each judged on this run's best samples
-(``goals``): a table of measured value, target and verdict.
+(each input read once).  The run ends with issue 12's goals, each judged on the median over the rounds of the
+per-round (paired) ratio or difference to the reference (``goals``): a table of measured value, target and verdict.
 """
 
 from __future__ import annotations
@@ -274,6 +274,15 @@ def check_case(case: Case) -> dict:
             for name, got in outs.items()}
 
 
+def median_ci(xs) -> tuple[float, float]:
+    """A distribution-free ~95% confidence interval of the median of ``xs``: the order statistics of ranks
+    (n - 1.96 sqrt(n)) / 2 and 1 + (n + 1.96 sqrt(n)) / 2 (1-based, clamped to the sample)."""
+    xs, n = sorted(xs), len(xs)
+    lo = max(1, int((n - 1.96 * n**0.5) // 2))
+    hi = min(n, -int(-(1 + (n + 1.96 * n**0.5) / 2) // 1))
+    return xs[lo - 1], xs[hi - 1]
+
+
 def _q(xs, p):
     xs = sorted(xs)
     i = (len(xs) - 1) * p
@@ -285,6 +294,9 @@ def _q(xs, p):
 # the best-sample difference of two identical calls wandered by +-15 µs on the 2-core machine (the L3 cache is
 # shared with other tenants); with 45 it stayed within +-6 µs in three runs.
 SUB_MS_ROUNDS = 45
+# Rounds of a case whose calls take a second or more (one call per sample): the median of 5 paired ratios; with 3,
+# one slow round of the reference or of lossbook moved an identical-ops ratio to 1.08.
+BIG_ROUNDS = 5
 
 
 def run(quick: bool = False, rounds: int | None = None, device=None) -> list[dict]:
@@ -296,21 +308,24 @@ def run(quick: bool = False, rounds: int | None = None, device=None) -> list[dic
     start = time.perf_counter()
     for case in loss_cases(device, loss_sizes) + chunked_cases(device, chunk_sizes):
         print(f"[{time.perf_counter() - start:5.0f} s] {case.group} {case.size}", file=sys.stderr, flush=True)
-        big = case.flops > 1e10 or case.bytes > 1e8  # seconds per call: 3 rounds of one call
+        big = case.flops > 1e10 or case.bytes > 1e8  # seconds per call: BIG_ROUNDS rounds of one call
         diffs = check_case(case)
         peaks = {name: peak_bytes(fn, device) for name, fn in case.fns.items()}
-        samples = time_interleaved(case.fns, device, rounds=rounds or (3 if big else SUB_MS_ROUNDS),
+        samples = time_interleaved(case.fns, device, rounds=rounds or (BIG_ROUNDS if big else SUB_MS_ROUNDS),
                                    min_sample_s=0.0 if big else (0.005 if quick else 0.02))
         ref = samples[case.reference]
         for name, ts in samples.items():
             ratios = [t / r for t, r in zip(ts, ref, strict=True)]
+            added = [(t - r) * 1e6 for t, r in zip(ts, ref, strict=True)]  # µs, paired within each round
             med = statistics.median(ts)
             bound = max(case.bytes / roof["bandwidth"], case.flops / roof["flops"])
             rows.append({
                 "group": case.group, "size": case.size, "impl": name, "reference": case.reference,
                 "median_us": med * 1e6, "ratio": statistics.median(ratios),
                 "ratio_q25": _q(ratios, 0.25), "ratio_q75": _q(ratios, 0.75),
-                "added_us": (med - statistics.median(ref)) * 1e6,
+                "added_us": (med - statistics.median(ref)) * 1e6, "ref_median_us": statistics.median(ref) * 1e6,
+                "added_paired_us": statistics.median(added), "added_q25_us": _q(added, 0.25),
+                "added_q75_us": _q(added, 0.75), "added_ci_us": median_ci(added), "ratio_ci": median_ci(ratios),
                 "min_us": min(ts) * 1e6, "ratio_min": min(ts) / min(ref), "added_min_us": (min(ts) - min(ref)) * 1e6,
                 "peak_bytes": peaks[name]["tracked"], "cuda_peak_bytes": peaks[name].get("cuda"),
                 "peak_vs_ref": peaks[name]["tracked"] / max(peaks[case.reference]["tracked"], 1),
@@ -327,14 +342,16 @@ def table(results: list[dict]) -> str:
     meta = results[0]["meta"]
     lines = [f"device {meta['device']}, {meta['threads']} thread(s), torch {meta['torch']}; in-run roofline: copy "
              f"{meta['bandwidth_GBps']:.1f} GB/s, matmul {meta['matmul_GFLOPs']:.1f} GFLOP/s", "",
-             "| loss | size | impl | median | ratio to ref [q25, q75] | added | best | best ratio | best added | "
-             "peak (tracked) | peak/ref | max abs diff | roofline |", "|" + "---|" * 13]
+             "| loss | size | impl | median | ratio to ref [q25, q75] | added [q25, q75] | best | best ratio | "
+             "best added | peak (tracked) | peak/ref | max abs diff | roofline |", "|" + "---|" * 13]
     for r in results[1:]:
         if "skipped" in r:
             lines.append(f"| {r['group']} | {r['size']} | {r['impl']} | skipped: {r['skipped']} | | | | | | | | | |")
             continue
         med_s, best_s = _duration(r["median_us"]), _duration(r["min_us"])
-        added, best_added = _delta(r["added_us"]), _delta(r["added_min_us"])
+        added = "" if r["impl"] == r["reference"] else (
+            f"{_delta(r['added_paired_us'])} [{_delta(r['added_q25_us'])}, {_delta(r['added_q75_us'])}]")
+        best_added = _delta(r["added_min_us"])
         best_ratio = "ref" if r["impl"] == r["reference"] else f"{r['ratio_min']:.2f}"
         ratio = "ref" if r["impl"] == r["reference"] else (
             f"{r['ratio']:.2f} [{r['ratio_q25']:.2f}, {r['ratio_q75']:.2f}]")
@@ -356,9 +373,14 @@ def _delta(us: float) -> str:
 def goals(results: list[dict]) -> list[dict]:
     """Issue 12's goals, each checked against this run's rows: one verdict per (goal, case).
 
-    Times are judged on each function's best sample (its minimum over the interleaved rounds): on a shared
-    machine a sample can only be slowed down by the rest of the machine, never sped up, so the minimum is the
-    estimate least disturbed by it (the table shows the medians and their spread beside it).
+    Times are judged *paired*: in each interleaved round the function and its reference run back to back, and
+    the verdict takes the median over the rounds of their per-round ratio (``ratio``) or difference
+    (``added_paired_us``).  Slow phases of the shared machine hit both members of a pair, so they cancel.  A time
+    goal whose median misses its target while the median's 95% interval (``median_ci``) still reaches it is
+    reported "within noise": on a noisy run the machine cannot tell, which is neither met nor failed.  An
+    earlier version judged the best samples (min against min): two independent extremes, whose difference for a
+    450 µs call wandered by +-15 to +-30 µs from run to run on this machine (its L3 cache is shared with other
+    tenants), more than the 10 µs being judged.  The table keeps the best samples beside the medians.
 
     * every lossbook loss: time ratio <= 1.10 where upstream takes >= 1 ms, else <= 10 µs added per call;
       never more tracked peak memory than its reference;
@@ -375,32 +397,40 @@ def goals(results: list[dict]) -> list[dict]:
                 continue
             out.append({"goal": "chunked peak memory", "case": case, "measured": f"{r['peak_vs_ref']:.3f} of naive",
                         "target": "<= 0.10", "met": r["peak_vs_ref"] <= 0.10})
-            out.append({"goal": "chunked time", "case": case, "measured": f"{r['ratio_min']:.2f}x naive",
-                        "target": "<= 1.20x", "met": r["ratio_min"] <= 1.20})
+            out.append(_timed("chunked time", case, r["ratio"], r["ratio_ci"], 1.20, "{:.2f}x", " naive"))
             out.append({"goal": "chunked equals naive", "case": case, "measured": f"{r['max_abs_diff']:.1e}",
                         "target": f"<= {r.get('atol', 1e-4):.0e}", "met": r["max_abs_diff"] <= r.get("atol", 1e-4)})
             continue
         if r["impl"] != "lossbook":
             continue
-        ref_us = r["min_us"] - r["added_min_us"]
-        if ref_us >= 1e3:
-            out.append({"goal": "time (reference >= 1 ms)", "case": case, "measured": f"{r['ratio_min']:.2f}x",
-                        "target": "<= 1.10x", "met": r["ratio_min"] <= 1.10})
+        if r["ref_median_us"] >= 1e3:
+            out.append(_timed("time (reference >= 1 ms)", case, r["ratio"], r["ratio_ci"], 1.10, "{:.2f}x"))
         else:
-            out.append({"goal": "added time (reference < 1 ms)", "case": case,
-                        "measured": f"{r['added_min_us']:+.1f} µs", "target": "<= +10 µs",
-                        "met": r["added_min_us"] <= 10})
+            out.append(_timed("added time (reference < 1 ms)", case, r["added_paired_us"], r["added_ci_us"], 10,
+                              "{:+.1f} µs"))
         out.append({"goal": "peak memory", "case": case, "measured": f"{r['peak_vs_ref']:.3f} of reference",
                     "target": "<= 1.000", "met": r["peak_vs_ref"] <= 1.0})
     return out
 
 
+def _timed(goal, case, value, ci, target, fmt, unit=""):
+    """A time goal: met when the paired median is within ``target``; "within noise" when it is not but the
+    median's 95% interval still reaches the target (the machine was too noisy in this run to tell); else not met."""
+    lo, hi = ci
+    within = value <= target
+    return {"goal": goal, "case": case, "measured": f"{fmt.format(value)}{unit} (95% CI {fmt.format(lo)} to "
+            f"{fmt.format(hi)})", "target": f"<= {fmt.format(target)}", "met": within,
+            "noise": not within and lo <= target}
+
+
 def goals_table(rows: list[dict]) -> str:
     met = sum(g["met"] for g in rows)
-    lines = [f"Goals (issue 12): {met} of {len(rows)} met", "", "| goal | case | measured | target | met |",
+    noise = sum(g.get("noise", False) for g in rows)
+    lines = [f"Goals (issue 12): {met} of {len(rows)} met, {noise} within this run's noise, "
+             f"{len(rows) - met - noise} not met", "", "| goal | case | measured | target | met |",
              "|---|---|---|---|---|"]
-    lines += [f"| {g['goal']} | {g['case']} | {g['measured']} | {g['target']} | {'yes' if g['met'] else 'NO'} |"
-              for g in rows]
+    lines += [f"| {g['goal']} | {g['case']} | {g['measured']} | {g['target']} | "
+              f"{'yes' if g['met'] else ('within noise' if g.get('noise') else 'NO')} |" for g in rows]
     return "\n".join(lines)
 
 

@@ -61,8 +61,10 @@ def test_interleaved_timing_and_report(cpu, tmp_path):
 
 def test_goals_are_judged_from_the_rows_and_can_fail():
     def row(group, size, impl, median_us, added_us, ratio, peak, diff=0.0):
-        return {"group": group, "size": size, "impl": impl, "median_us": 3 * median_us, "added_us": 0.0,
-                "ratio": 1.0, "min_us": median_us, "added_min_us": added_us, "ratio_min": ratio,  # judged on bests
+        return {"group": group, "size": size, "impl": impl, "median_us": median_us, "ref_median_us": median_us,
+                "added_us": 99.0, "ratio": ratio, "added_paired_us": added_us,  # judged paired, per round
+                "ratio_ci": (ratio - 0.01, ratio + 0.01), "added_ci_us": (added_us - 1, added_us + 1),
+                "min_us": 0.5 * median_us, "added_min_us": -99.0, "ratio_min": 0.5,  # the best samples: not judged
                 "peak_vs_ref": peak, "max_abs_diff": diff, "atol": 1e-4}
 
     results = [{"meta": {}},
@@ -89,4 +91,17 @@ def test_goals_are_judged_from_the_rows_and_can_fail():
         ("chunked time", "chunked_cross_entropy 2048x256x128256"): False,
         ("chunked equals naive", "chunked_cross_entropy 2048x256x128256"): False,
     }
-    assert "6 of 11 met" in suite.goals_table(suite.goals(results))
+    assert "6 of 11 met, 0 within this run's noise, 5 not met" in suite.goals_table(suite.goals(results))
+    noisy = dict(results[3], added_ci_us=(-20.0, 40.0))  # 12 µs, but the interval reaches 10 µs: undecided
+    goal = suite.goals([{"meta": {}}, noisy])[0]
+    assert not goal["met"] and goal["noise"] and "within noise" in suite.goals_table([goal])
+
+
+def test_the_median_interval_is_distribution_free_order_statistics():
+    assert suite.median_ci([3.0, 1.0, 2.0, 5.0, 4.0]) == (1.0, 5.0)  # n = 5: the whole sample
+    lo, hi = suite.median_ci([float(i) for i in range(45)])
+    assert (lo, hi) == (14.0, 30.0)  # ranks 15 and 31 of 45 (1-based)
+    draws = torch.Generator().manual_seed(0)
+    covered = sum(lo <= 0 <= hi for lo, hi in (suite.median_ci(torch.randn(45, generator=draws).tolist())
+                                                for _ in range(400)))
+    assert 0.92 * 400 <= covered <= 0.99 * 400  # about 95% of intervals hold the true median, 0
