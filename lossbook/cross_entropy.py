@@ -132,15 +132,20 @@ def plain_score(source, target, num_items_in_batch, ignore_index, names, what, s
     lossbook re-reads them for the clear message (``names``: the caller's argument names; ``what``: one label;
     ``shown``: the tensor whose shape the message shows)."""
     try:
-        if num_items_in_batch is None:
-            return F.cross_entropy(source, target, ignore_index=ignore_index)  # []
-        return F.cross_entropy(source, target, ignore_index=ignore_index, reduction="sum") / num_items_in_batch
+        return _reduce(source, target, num_items_in_batch, ignore_index, {})  # []
     except IndexError:  # PyTorch's "Target 7 is out of bounds."
-        try:
-            check_in_range(names[1], target, source.shape[-1], ignore_index, what, shape_of=shown)
-        except ValueError as clear:
-            raise clear from None  # the clear message, without PyTorch's terse one chained to it
+        _explain(names[1], target, source.shape[-1], ignore_index, what, shown)
         raise
+
+
+def _explain(name, target, classes, ignore_index, what, shown) -> None:
+    """Called while PyTorch's ``IndexError`` for an out-of-range target is handled: re-read the labels and raise
+    lossbook's clear ``ValueError`` (the argument, the value, the shape) without PyTorch's terse message chained to
+    it; return if they hold no bad value (the caller then re-raises PyTorch's error)."""
+    try:
+        check_in_range(name, target, classes, ignore_index, what, shape_of=shown)
+    except ValueError as clear:
+        raise clear from None
 
 
 def _cross_entropy(source, target, num_items_in_batch, ignore_index, kwargs, names=("source", "target"),
@@ -191,12 +196,8 @@ def _score(source, target, num_items_in_batch, ignore_index, kwargs, source_name
     try:
         return _reduce(source, target, denominator, ignore_index, extra)  # []
     except IndexError:  # PyTorch's "Target 7 is out of bounds."
-        if not deferred:
-            raise
-        try:
-            check_in_range(target_name, target, source.shape[-1], ignore_index, what, shape_of=shown)
-        except ValueError as clear:
-            raise clear from None  # the clear message, without PyTorch's terse one chained to it
+        if deferred:
+            _explain(target_name, target, source.shape[-1], ignore_index, what, shown)
         raise
 
 
