@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Set up .venv with everything the book and its tests need. Safe to run again.
+# Set up .venv with everything the book and its tests need, at the exact versions of constraints.txt (made by
+# scripts/lock.py from pyproject.toml's ranges; bash scripts/upgrade.sh renews it). Safe to run again.
 #   PYTHON=python3.12 bash scripts/setup.sh   picks the interpreter for a new .venv
 # A torch already in .venv (your GPU build) is kept; otherwise torch==2.13.0 is installed: PyPI's build (CUDA on
 # Linux, several GB), or with LOSSBOOK_TORCH=cpu PyTorch's CPU-only build.
 # laplace-torch and its torch-dependent requirements come from requirements-laplace.txt with --no-deps (that file
 # says why: resolving them would bring a CUDA torchvision/torch and nvidia packages).
-# Once set up, a later run installs nothing and needs no network until pyproject.toml, requirements-laplace.txt or
-# this file changes
+# Once set up, a later run installs nothing and needs no network until pyproject.toml, constraints.txt,
+# requirements-laplace.txt or this file changes
 # (LOSSBOOK_SETUP_FORCE=1 reinstalls anyway).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ py=.venv/bin/python
 # Which torch: PyPI's torch for Linux is the CUDA build (about 18 nvidia packages, several GB). LOSSBOOK_TORCH=cpu
 # takes PyTorch's CPU-only wheels instead; LOSSBOOK_TORCH_INDEX_URL names any other wheel index.
 torch_spec="torch==${LOSSBOOK_TORCH_VERSION:-2.13.0}"
-torch_cmd=("$py" -m pip install --quiet "$torch_spec")
+torch_cmd=("$py" -m pip install --quiet -c constraints.txt "$torch_spec")
 case "${LOSSBOOK_TORCH:-}" in
     "") ;;
     cpu) torch_cmd+=(--index-url "${LOSSBOOK_TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}") ;;
@@ -35,12 +36,13 @@ if ! "$py" -c "import torch" 2>/dev/null; then
     echo "lossbook setup: installing $torch_spec${LOSSBOOK_TORCH:+ (${LOSSBOOK_TORCH} build)}"
     "${torch_cmd[@]}"
 fi
-stamp=".venv/.lossbook-setup-$(cat pyproject.toml requirements-laplace.txt scripts/setup.sh | "$py" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')"
+stamp=".venv/.lossbook-setup-$(cat pyproject.toml constraints.txt requirements-laplace.txt scripts/setup.sh | "$py" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')"
 if [ -f "$stamp" ] && [ -z "${LOSSBOOK_SETUP_FORCE:-}" ]; then
     echo "lossbook setup: packages up to date"
 else
-    echo "lossbook setup: installing lossbook with its notebook, upstream, test, book and course dependencies"
-    "$py" -m pip install --quiet -e ".[upstream,test,book,course]"
+    echo "lossbook setup: installing lossbook with its notebook, upstream, test, book and course dependencies" \
+        "(pinned: constraints.txt)"
+    "$py" -m pip install --quiet -c constraints.txt -e ".[upstream,test,book,course]"
     # pip may then report "laplace-torch 0.3 requires torchvision, which is not installed" on later installs:
     # expected and harmless (laplace never imports torchvision; tests/test_laplace_install.py checks it)
     echo "lossbook setup: installing laplace-torch with --no-deps (requirements-laplace.txt)"

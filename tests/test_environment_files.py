@@ -1,9 +1,11 @@
-"""environment.yml and pyproject.toml name the same packages; the README's commands exist."""
+"""constraints.txt pins pyproject.toml's ranges, set-up and environment.yml install it, the installed versions are
+the pinned ones; the README's commands exist."""
 
 import importlib.metadata as md
 import os
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -14,26 +16,19 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
-CONDA_TO_PYPI = {"pytorch": "torch"}
-CONDA_ONLY = {"python", "pip"}
+sys.path.insert(0, str(ROOT / "scripts"))
+import lock  # noqa: E402  (scripts/lock.py: reads and writes constraints.txt)
+
 CONDA_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?P<spec>[<>=!~][^\s]*)?$")
 
 
 def _pyproject():
+    """Every requirement of pyproject.toml (dependencies and all extras): {name: Requirement}."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = [Requirement(r) for r in project["dependencies"]]
     for extra in project["optional-dependencies"].values():
         reqs += [Requirement(r) for r in extra]
-    return {canonicalize_name(r.name): r.specifier for r in reqs}
-
-
-def _conda_spec(spec: str):
-    match = CONDA_SPEC.match(spec.strip())
-    assert match, f"environment.yml: {spec!r} is not a conda match spec"
-    version = match.group("spec") or ""
-    # conda's single '=' is a fuzzy match ("=1.2" means 1.2.*); packaging spells it '==1.2.*'
-    version = re.sub(r"^=(?!=)(.+)$", r"==\1.*", version)
-    return match.group("name"), SpecifierSet(version)  # raises InvalidSpecifier when it does not parse
+    return {canonicalize_name(r.name): r for r in reqs}
 
 
 def _environment():
@@ -43,31 +38,59 @@ def _environment():
         if isinstance(dep, dict):
             pip += dep["pip"]
             continue
-        name, spec = _conda_spec(dep)
-        conda[canonicalize_name(CONDA_TO_PYPI.get(name, name))] = spec
+        match = CONDA_SPEC.match(dep.strip())
+        assert match, f"environment.yml: {dep!r} is not a conda match spec"
+        conda[match.group("name")] = match.group("spec") or ""
     return env, conda, pip
 
 
-def test_environment_and_pyproject_name_the_same_packages_and_versions():
-    _, conda, _ = _environment()
-    conda = {k: v for k, v in conda.items() if k not in CONDA_ONLY}
-    assert conda == _pyproject()
+def _setup_extras():
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    found = re.findall(r'pip install --quiet -c constraints.txt -e "\.\[([a-z,]+)\]"', setup)
+    assert len(found) == 1, "scripts/setup.sh installs lossbook with -c constraints.txt once"
+    return found[0]
 
 
-def test_every_spec_parses():
-    env, _, pip = _environment()
+def test_every_pin_satisfies_pyproject_and_every_requirement_is_pinned():
+    """constraints.txt is pip's resolution of pyproject.toml's ranges: each direct requirement is pinned, inside its
+    range (a hand edit that leaves the range, or a new requirement without `scripts/lock.py`, fails here)."""
+    pins = lock.read()
+    for name, req in _pyproject().items():
+        if name == "torch":
+            assert name not in pins, "torch is chosen by scripts/setup.sh, not pinned in constraints.txt"
+            assert req.specifier.contains(lock.TORCH), f"setup's torch {lock.TORCH} is outside pyproject's {req}"
+            continue
+        assert name in pins, f"{name} ({req}) is not pinned in constraints.txt: run scripts/lock.py"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} is outside {req}"
+    assert not [n for n in pins if n.startswith(lock.LEFT_OUT)], "torch, CUDA packages and lossbook are not pinned"
+
+
+def test_setup_and_lock_install_the_same_extras():
+    assert _setup_extras() == lock.EXTRAS
+    assert f'LOSSBOOK_TORCH_VERSION:-{lock.TORCH}' in (ROOT / "scripts" / "setup.sh").read_text()
+
+
+@pytest.mark.parametrize("pin_file", ["constraints.txt", "requirements-laplace.txt"])
+def test_installed_versions_are_the_pinned_ones(pin_file):
+    """The environment the tests run in is the one the stored outputs were made with: a package that drifted from
+    its pin (an old .venv, a hand install) fails here, not later as a wrong number in a chapter."""
+    pins = lock.read(ROOT / pin_file)
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in md.distributions()}
+    wrong = {n: (v, installed.get(n, "not installed")) for n, v in pins.items() if installed.get(n) != v}
+    assert not wrong, (f"installed versions differ from {pin_file} (pinned, installed): {wrong}; "
+                       "run bash scripts/setup.sh (LOSSBOOK_SETUP_FORCE=1 reinstalls)")
+
+
+def test_environment_yml_installs_the_same_pins():
+    env, conda, pip = _environment()
     assert env["channels"] == ["conda-forge"]
-    for line in pip:
-        if line.startswith("-"):
-            assert line == "-e .", f"unexpected pip option {line!r}"
-        else:
-            Requirement(line)
-
-
-def test_python_versions_agree():
-    _, conda, _ = _environment()
+    assert pip == ["-c constraints.txt", f"-e .[{lock.EXTRAS}]"]
+    assert set(conda) == {"python", "pip", "pytorch"}
+    python = ".".join(lock.LOCK.read_text().split("for Python ", 1)[1].split(".")[:2])
+    assert conda["python"] == f"={python}", f"constraints.txt was resolved for Python {python}"
+    assert conda["pytorch"] == "=" + ".".join(lock.TORCH.split(".")[:2])
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert str(conda["python"]) == project["requires-python"]
+    assert SpecifierSet(project["requires-python"]).contains(python)
 
 
 def test_cpu_torch_brings_no_nvidia_packages():
@@ -93,7 +116,7 @@ def test_readme_quick_start_commands_exist():
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({}, "-m pip install --quiet torch==2.13.0"),
+        ({}, "-m pip install --quiet -c constraints.txt torch==2.13.0"),
         ({"LOSSBOOK_TORCH": "cpu"}, "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"),
         ({"LOSSBOOK_TORCH_INDEX_URL": "http://127.0.0.1:9/simple"}, "torch==2.13.0 --index-url http://127.0.0.1:9/simple"),
         ({"LOSSBOOK_TORCH": "cpu", "LOSSBOOK_TORCH_VERSION": "2.9.1"}, "torch==2.9.1 --index-url"),
