@@ -93,6 +93,7 @@ def test_no_nvidia_or_cuda_package_is_installed(laplace):
 def test_setup_and_environment_use_the_nodeps_route():
     setup = (ROOT / "scripts" / "setup.sh").read_text()
     assert '-m pip install --quiet --no-deps -r requirements-laplace.txt' in setup
-    assert "cat pyproject.toml requirements-laplace.txt scripts/setup.sh" in setup  # a change re-runs set-up
+    # a change to any of these files re-runs set-up
+    assert "cat pyproject.toml constraints.txt requirements-laplace.txt scripts/setup.sh" in setup
     assert "pip install --no-deps -r requirements-laplace.txt" in (ROOT / "environment.yml").read_text()
     assert "laplace" not in " ".join(sorted(_pyproject_names())), "laplace-torch resolved by pip pulls torchvision"

@@ -94,6 +94,30 @@ def test_lesson_cells_are_checked_and_have_outputs(nb):
     assert all(c.outputs for c in checked)
 
 
+FLOAT_NOISE = re.compile(r"\b\d\.\de-(0[5-9]|[1-9]\d)\b")  # 2.8e-17: rounding-level, its digits move with the CPU
+LINE_NUMBER = re.compile(r"\w\.py:\d+")                    # trainer.py:2375: moves with every upstream release
+
+
+def _checked_text(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.outputs) + "".join(
+        o.get("data", {}).get("text/plain", "") for o in cell.outputs if "data" in o)
+
+
+def test_checked_outputs_hold_on_every_cpu(nb):
+    """A checked output prints verdicts, exact counts and guaranteed digits: no rounding-level error magnitudes
+    (a verdict against the tolerance instead) and no upstream line numbers (the function and the quoted line)."""
+    for cell in _code(nb):
+        if "# NBVAL_CHECK_OUTPUT" in cell.source:
+            text = _checked_text(cell)
+            assert not FLOAT_NOISE.search(text), f"float noise {FLOAT_NOISE.search(text).group()} in {text[:300]}"
+            assert not LINE_NUMBER.search(text), f"an upstream line number in {text[:300]}"
+
+
+def test_the_noise_patterns_catch_what_they_name():
+    assert FLOAT_NOISE.search("max grad error 4.2e-17 over 5 cases") and LINE_NUMBER.search("trainer.py:2375: else")
+    assert not FLOAT_NOISE.search("FAIL  mean_of_means max value error 1.7e-01 (atol 1e-06)")
+
+
 def test_notebooks_never_redefine_lossbook(nb):
     names = _lossbook_names()
     assert "fixed_cross_entropy" in names and "LogitExplorer" in names

@@ -114,17 +114,16 @@ class RewardLaplaceCheck:
     def __str__(self) -> str:
         mark = "PASS" if self.passed else "FAIL"
         return (
-            f"{mark}  {self.name:<20} relative errors: mean {_fmt(self.mean_error)}, variance "
-            f"{_fmt(self.var_error)}, log marginal likelihood {_fmt(self.lml_error)} (rtol {self.rtol:g})"
+            f"{mark}  {self.name:<20} mean {self._agrees(self.mean_error)}, variance {self._agrees(self.var_error)}, "
+            f"log marginal likelihood {self._agrees(self.lml_error)} (rtol {self.rtol:g})"
         )
 
+    def _agrees(self, error: float) -> str:
+        # a verdict, not the error: a bug's relative error depends on the trained model, so its digits move with
+        # the CPU's kernels (the numbers stay on the fields)
+        return "agrees" if error <= self.rtol else ("not finite" if not math.isfinite(error) else "differs")
+
     __repr__ = __str__
-
-
-def _fmt(x: float) -> str:
-    if math.isinf(x) or math.isnan(x):
-        return str(x)
-    return "<1e-12" if x < 1e-12 else f"{x:.1e}"  # rounding-level agreement, printed the same on every machine
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
