@@ -2,6 +2,8 @@
 
     .venv/bin/python scripts/lock.py            # resolve today's newest releases within pyproject.toml's ranges
     bash scripts/upgrade.sh                     # the same, then reinstall, re-run the notebooks, show what changed
+    .venv/bin/python scripts/lock.py --drift constraints.txt requirements-laplace.txt
+                                                # print name==pin for each installed version that differs
 
 pyproject.toml keeps the tested *ranges* (for readers who pip install lossbook into their own environment);
 constraints.txt pins the one set the stored notebook outputs were made with, and set-up installs exactly it
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata as md
 import json
 import platform
 import subprocess
@@ -56,6 +59,21 @@ def read(path: Path = LOCK) -> dict[str, str]:
     return pins
 
 
+def drift(path: Path) -> dict[str, tuple[str, str, str]]:
+    """Pins of `path` that the environment does not hold: {name: (pinned, installed, where)}. The distribution
+    read is the first on sys.path, the one `import` loads."""
+    wrong = {}
+    for name, version in read(path).items():
+        try:
+            found = md.distribution(name)
+        except md.PackageNotFoundError:
+            wrong[name] = (version, "not installed", "")
+            continue
+        if found.version != version:
+            wrong[name] = (version, found.version, str(found.locate_file("")))
+    return wrong
+
+
 def write(pins: dict[str, str]) -> None:
     kept = {n: v for n, v in pins.items() if not n.startswith(LEFT_OUT)}
     header = [
@@ -69,7 +87,17 @@ def write(pins: dict[str, str]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--drift", nargs="+", type=Path, metavar="PIN_FILE",
+                        help="print name==pin for every pin the environment does not hold, and resolve nothing")
+    args = parser.parse_args(argv)
+    if args.drift:
+        for path in args.drift:
+            for name, (pinned, installed, where) in drift(path).items():
+                print(f"lock: {name} is {installed} in {where or 'this environment'}, {path.name} pins {pinned}",
+                      file=sys.stderr)
+                print(f"{name}=={pinned}")
+        return
     old = read() if LOCK.exists() else {}
     write(resolve())
     new = read()

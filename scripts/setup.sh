@@ -50,6 +50,14 @@ else
     rm -f .venv/.lossbook-setup-*
     touch "$stamp"
 fi
+# every installed version is its pin (a hand install or an older .venv may have moved one): reinstall any that differ
+drift=$("$py" scripts/lock.py --drift constraints.txt requirements-laplace.txt)
+if [ -n "$drift" ]; then
+    echo "lossbook setup: reinstalling at their pins:" $drift
+    # shellcheck disable=SC2086
+    "$py" -m pip install --quiet --no-deps $drift
+    "$py" scripts/lock.py --drift constraints.txt requirements-laplace.txt >/dev/null
+fi
 # the book's browser assets (MathJax, RequireJS, the ipywidgets HTML manager): pinned npm tarballs, cached in
 # book/_vendor/ on first use, so the book builds offline afterwards
 "$py" book/vendor.py

@@ -74,10 +74,8 @@ def test_setup_and_lock_install_the_same_extras():
 def test_installed_versions_are_the_pinned_ones(pin_file):
     """The environment the tests run in is the one the stored outputs were made with: a package that drifted from
     its pin (an old .venv, a hand install) fails here, not later as a wrong number in a chapter."""
-    pins = lock.read(ROOT / pin_file)
-    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in md.distributions()}
-    wrong = {n: (v, installed.get(n, "not installed")) for n, v in pins.items() if installed.get(n) != v}
-    assert not wrong, (f"installed versions differ from {pin_file} (pinned, installed): {wrong}; "
+    wrong = lock.drift(ROOT / pin_file)
+    assert not wrong, (f"installed versions differ from {pin_file} (pinned, installed, where): {wrong}; "
                        "run bash scripts/setup.sh (LOSSBOOK_SETUP_FORCE=1 reinstalls)")
 
 
