@@ -11,7 +11,7 @@ from importlib import import_module as _import_module
 from .causal_lm import causal_lm_loss
 from .chunked import chunked_cross_entropy
 from .cross_entropy import fixed_cross_entropy
-from .device import pick_device, pin_threads, seed_everything
+from .device import demo_seed, pick_device, pin_threads, seed_everything
 from .dpo import dpo_loss, sequence_logps
 from .loss_mapping import LOSS_MAPPING
 from .masked_lm import masked_lm_loss
@@ -89,6 +89,7 @@ __all__ = [
     "dpo_loss",
     "spin_loss",
     "pick_device",
+    "demo_seed",
     "pin_threads",
     "seed_everything",
     "show_source",

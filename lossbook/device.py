@@ -11,7 +11,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["pick_device", "pin_threads", "seed_everything"]
+__all__ = ["demo_seed", "pick_device", "pin_threads", "seed_everything"]
 
 _KNOWN = ("cuda", "mps", "cpu")
 
@@ -57,6 +57,27 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
     return torch.Generator().manual_seed(seed)
+
+
+def demo_seed() -> int:
+    """The seed of a chapter's training demos: 0, the one the stored outputs were made with, unless the
+    environment variable ``LOSSBOOK_SEED`` names another non-negative integer.
+
+    A chapter adds it to the seeds of its initial weights and batch order (``seed_everything(SEED)``,
+    ``manual_seed(1 + SEED)``), never to its data, so ``LOSSBOOK_SEED=1 jupyter lab`` re-trains the same
+    lesson from another start; ``scripts/seeds.py`` runs every chapter that way and reports whether each
+    demo's asserts (the gap between the mistake and the fix) still hold.
+    """
+    raw = os.environ.get("LOSSBOOK_SEED", "").strip()
+    if not raw:
+        return 0
+    try:
+        seed = int(raw)
+    except ValueError:
+        raise ValueError(f"LOSSBOOK_SEED={raw!r}: expected a non-negative integer") from None
+    if seed < 0:
+        raise ValueError(f"LOSSBOOK_SEED={raw!r}: expected a non-negative integer")
+    return seed
 
 
 def pin_threads(threads: int | None = None) -> int:

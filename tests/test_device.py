@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lossbook import pick_device, seed_everything
+from lossbook import demo_seed, pick_device, seed_everything
 
 
 def test_override_cpu(monkeypatch):
@@ -73,3 +73,14 @@ def test_pin_threads_defaults_to_one_and_honours_the_variable_and_argument(monke
             pin_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_demo_seed_is_zero_unless_the_variable_names_a_non_negative_integer(monkeypatch):
+    monkeypatch.delenv("LOSSBOOK_SEED", raising=False)
+    assert demo_seed() == 0
+    monkeypatch.setenv("LOSSBOOK_SEED", " 2 ")
+    assert demo_seed() == 2
+    for bad in ("-1", "1.5", "two"):
+        monkeypatch.setenv("LOSSBOOK_SEED", bad)
+        with pytest.raises(ValueError, match=f"LOSSBOOK_SEED='{bad}'"):
+            demo_seed()
