@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -58,8 +59,10 @@ def run(path: Path, seed: int, out_dir: Path) -> dict:
         execute(path, target)
         failure = None
     except CellExecutionError as err:
-        lines = [line for line in str(err).splitlines() if line.strip()]
-        failure = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "error")
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(err).splitlines() if line.strip()]
+        error = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "error")
+        where = [line.removeprefix("---->").strip() for line in lines if line.startswith("---->")]
+        failure = f"{error} at `{where[-1]}`" if where else error
     elapsed = time.perf_counter() - start
     numbers = trained_numbers(json.loads(target.read_text())) if failure is None else []
     return {"seed": seed, "seconds": elapsed, "failure": failure, "numbers": numbers}
