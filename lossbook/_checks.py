@@ -113,9 +113,10 @@ def torch_checks_values(*tensors: torch.Tensor) -> bool:
     the label values: it lets PyTorch check them during the loss, at no extra cost, and only when PyTorch raises
     runs :func:`check_in_range` to replace PyTorch's terse message with one naming the argument, the value and
     the shape.  On an accelerator an out-of-range target is a device-side assert that poisons the process, so
-    there the values are checked before the loss (one synchronisation)."""
+    there the values are checked before the loss (one synchronisation).  A non-tensor counts as checked: the
+    caller's type check, which comes next, names it."""
     for t in tensors:
-        if not t.is_cpu:
+        if isinstance(t, _TENSOR) and not t.is_cpu:
             return False
     return True
 

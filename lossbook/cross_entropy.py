@@ -86,7 +86,9 @@ def fixed_cross_entropy(
       before the row is dropped).
     * half-precision logits (float16, bfloat16): the per-item losses are
       PyTorch's, but they are summed and divided in float32 and the mean is
-      rounded once to the input dtype.  Upstream's float16 sum overflows to
+      rounded once, to upstream's dtype: the input dtype, promoted by a
+      floating tensor ``num_items_in_batch`` as upstream's division is
+      (float32 for a float32 count).  Upstream's float16 sum overflows to
       ``inf`` on realistic batches (a few thousand items with losses near 10);
       lossbook returns the finite mean, and equals upstream to one unit in the
       last place wherever upstream is finite.
@@ -217,10 +219,12 @@ def _half_cross_entropy(source, target, denominator, ignore_index, extra):
 
     A float16 sum of a few thousand realistic per-item losses overflows (65504 is float16's largest value),
     so upstream's ``reduction="sum"`` (and ``"mean"``, which sums first) returns ``inf`` although the mean is
-    representable.  Here the sum and the division run in float32 and the mean is rounded to the input dtype
-    once, so it is finite whenever the mean is, and within one unit in the last place of upstream's value
-    wherever upstream's is finite (tests/test_cross_entropy.py).
+    representable.  Here the sum and the division run in float32 and the mean is rounded once to the dtype
+    of upstream's ``loss / num_items_in_batch`` (the input dtype, promoted by a floating tensor count), so it
+    is finite whenever the mean is, and within one unit in the last place of upstream's value wherever
+    upstream's is finite (tests/test_cross_entropy.py).
     """
+    dtype = source.dtype
     per_item = F.cross_entropy(source, target, ignore_index=ignore_index, reduction="none", **extra)  # [items]
     total = per_item.float().sum()  # []: float32 accumulation
     if denominator is None:  # the mean over kept items; with a class weight, over their summed weights
@@ -231,8 +235,9 @@ def _half_cross_entropy(source, target, denominator, ignore_index, extra):
         else:
             denominator = weight.float()[torch.where(kept, target, 0)].masked_fill(~kept, 0).sum()
     elif torch.is_tensor(denominator):
+        dtype = torch.promote_types(dtype, denominator.dtype)  # as upstream's half loss / a tensor count
         denominator = denominator.to(total.device)
-    return (total / denominator).to(source.dtype)  # []
+    return (total / denominator).to(dtype)  # []
 
 
 def _forwarded_kwargs(kwargs: dict, source: torch.Tensor, source_name: str) -> dict:

@@ -27,7 +27,7 @@ import numbers
 import torch
 import torch.distributed as dist
 
-from ._checks import check_integer, check_rank, shape_str
+from ._checks import check_ignore_index, check_integer, check_rank, shape_str
 from .causal_lm import causal_lm_loss, next_token_labels
 
 __all__ = [
@@ -70,14 +70,20 @@ def count_targets(labels: torch.Tensor | None = None, *, shift_labels: torch.Ten
     ``shift_labels``: Long[Tensor, "batch seq"], already shifted (or cut from a shifted sequence, context
     parallelism): every entry that is not ``ignore_index`` counts.  Give exactly one of the two.
     """
-    if (labels is None) == (shift_labels is None):
-        raise TypeError("count_targets needs exactly one of labels (unshifted) or shift_labels (already shifted)")
+    _one_of("count_targets", labels, shift_labels)
+    ignore_index = check_ignore_index(ignore_index)
     name, t = ("labels", labels) if labels is not None else ("shift_labels", shift_labels)
     check_integer(name, t, "token ids")
     if t.dim() == 0:
         raise ValueError(f"{name} must have a sequence dimension (shape [..., seq]), got a 0-dim tensor")
     targets = next_token_labels(t, ignore_index) if labels is not None else t  # [batch, seq]
     return (targets != ignore_index).sum()  # [] int64
+
+
+def _one_of(caller: str, labels, shift_labels) -> None:
+    if (labels is None) == (shift_labels is None):
+        raise TypeError(f"{caller} needs exactly one of labels (unshifted) or shift_labels (already shifted), "
+                        f"got {'both' if labels is not None else 'neither'}")
 
 
 def global_num_items(local_count: int | torch.Tensor, group=None, device: torch.device | str | None = None
@@ -92,7 +98,8 @@ def global_num_items(local_count: int | torch.Tensor, group=None, device: torch.
     if torch.is_tensor(local_count):
         if local_count.numel() != 1:
             raise ValueError(f"local_count must be a single count, got a tensor of shape {shape_str(local_count)}")
-        if local_count.is_floating_point():
+        kind = local_count.dtype
+        if kind == torch.bool or kind.is_floating_point or kind.is_complex:
             raise TypeError(f"local_count must be an integer count, got dtype {local_count.dtype}")
         count = local_count.detach().reshape(()).to(torch.int64).clone()
     elif isinstance(local_count, numbers.Integral) and not isinstance(local_count, bool):
@@ -114,9 +121,10 @@ def data_parallel_loss(logits: torch.Tensor, labels: torch.Tensor | None, num_it
     """The loss one rank backprops under data parallelism: ``world_size * S_r / N``.
 
     ``logits``: Float[Tensor, "batch seq vocab"] of this rank's rows (or of one micro-batch of them);
-    ``labels`` / ``shift_labels`` as ``causal_lm_loss``; ``num_items_in_batch``: the global count N from
-    :func:`global_num_items` (every rank, every micro-batch of the optimizer step); ``world_size``: the
-    number of ranks whose gradients DDP averages.
+    ``labels`` / ``shift_labels`` as ``causal_lm_loss``, exactly one of them (as
+    :func:`count_targets`; ``causal_lm_loss`` ignores ``labels`` when both come, as upstream);
+    ``num_items_in_batch``: the global count N from :func:`global_num_items` (every rank, every
+    micro-batch of the optimizer step); ``world_size``: the number of ranks whose gradients DDP averages.
 
     After DDP's mean over ranks the gradient is ``grad (sum_r S_r) / N``, the full-batch gradient
     (transformers: ``num_items_in_batch`` gathered in ``Trainer._get_num_items_in_batch`` and
@@ -128,6 +136,7 @@ def data_parallel_loss(logits: torch.Tensor, labels: torch.Tensor | None, num_it
         raise ValueError(f"world_size must be a positive int, got {world_size!r}")
     if num_items_in_batch is None:
         raise TypeError("data_parallel_loss needs num_items_in_batch, the global count from global_num_items()")
+    _one_of("data_parallel_loss", labels, shift_labels)
     loss = causal_lm_loss(logits, labels, num_items_in_batch=num_items_in_batch, ignore_index=ignore_index,
                           shift_labels=shift_labels, **kwargs)  # [] = S_r / N
     return loss * world_size  # undo DDP's division by world_size
@@ -215,8 +224,12 @@ def token_weights(counts, recipe: str = "global_count") -> torch.Tensor:
     """
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
-    n = torch.as_tensor(counts)
-    if n.is_floating_point() or n.dim() != 2 or n.numel() == 0:
+    try:
+        n = torch.as_tensor(counts)
+    except (TypeError, ValueError, RuntimeError) as err:  # a ragged or non-numeric nested list
+        raise ValueError(f"counts must be a [ranks, micro_batches] table of integer counts (every rank the same "
+                         f"number of micro-batches), got {counts!r}") from err
+    if n.is_floating_point() or n.is_complex() or n.dtype == torch.bool or n.dim() != 2 or n.numel() == 0:
         raise ValueError(f"counts must be integer counts of shape [ranks, micro_batches], got {shape_str(n)}"
                          f" of dtype {n.dtype}")
     if (n < 0).any():

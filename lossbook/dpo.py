@@ -12,6 +12,7 @@ pi_ref: the implicit reward of a completion is r = beta * (log pi(y|x) - log pi_
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -34,13 +35,13 @@ LOSS_TYPES = (*TRL_LOSS_TYPES, "cdpo")
 VARIANT_KEYWORDS = {
     "ipo": ("chosen_lengths", "rejected_lengths"),
     "sigmoid_norm": ("chosen_lengths", "rejected_lengths"),
-    "sft": ("chosen_lengths",),
+    "sft": ("chosen_scored_tokens",),
     "discopop": ("discopop_tau",),
     "bco_pair": ("bco_delta",),
 }
-_ALL_KEYWORDS = ("chosen_lengths", "rejected_lengths", "discopop_tau", "bco_delta")
+_ALL_KEYWORDS = ("chosen_lengths", "rejected_lengths", "chosen_scored_tokens", "discopop_tau", "bco_delta")
 _REQUIRED = {"ipo": ("chosen_lengths", "rejected_lengths"), "sigmoid_norm": ("chosen_lengths", "rejected_lengths"),
-             "sft": ("chosen_lengths",)}
+             "sft": ("chosen_scored_tokens",)}
 # label_smoothing: which loss types read it, and the interval it must lie in (closed/open ends as written)
 _SMOOTHING = {"exo_pair": "(0, 1)", "robust": "[0, 0.5)", "aot": "[0, 1]", "aot_unpaired": "[0, 1]", "cdpo": "[0, 1]"}
 
@@ -55,7 +56,8 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
     the label tokens that are scored (the completion: TRL's ``completion_mask``).  Returns Float[Tensor,
     "batch"]: sum over t of log softmax(logits[:, t])[labels[:, t + 1]] over the scored set
     ``mask[:, 1:] & (labels[:, 1:] != -100)``; ``average=True`` divides each row by its number of scored
-    tokens (clamped at 1, so a row with none gives 0, as TRL's ``clamp(min=1)``).
+    tokens (clamped at 1, so a row with none gives 0, as TRL's ``clamp(min=1)``).  A label at an
+    unscored position is never read (any value); a scored one outside ``[0, vocab)`` is an error.
 
     The sum is the log-likelihood of the completion (chain rule), the quantity in the DPO paper (Rafailov et
     al. 2023, Eq. 7) and in TRL; the mean is what x-transformers' DPO uses (seed 001).  The first label is
@@ -98,7 +100,8 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
     if z.dtype in (torch.float16, torch.bfloat16):
         z = z.float()
     log_probs = z.log_softmax(-1)  # [batch, seq - 1, vocab]
-    picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # [batch, seq - 1]
+    index = targets.masked_fill(~scored, 0)  # an unscored label is never read: any value will do
+    picked = log_probs.gather(-1, index.unsqueeze(-1)).squeeze(-1)  # [batch, seq - 1]
     picked = picked.masked_fill(~scored, 0.0)  # unscored positions contribute exactly 0 (and no gradient)
     total = picked.sum(-1)  # [batch]
     if average:
@@ -122,13 +125,30 @@ def _check_logps(**named: torch.Tensor) -> None:
 
 
 def _check_lengths(name: str, lengths, like: torch.Tensor) -> torch.Tensor:
+    """Token counts [batch]: an integer tensor, or a floating one holding whole numbers; never bool."""
     if not torch.is_tensor(lengths):
-        raise TypeError(f"{name} must be a tensor of completion token counts [batch], got {type(lengths).__name__}")
+        raise TypeError(f"{name} must be a tensor of token counts [batch], got {type(lengths).__name__}")
+    if lengths.dtype == torch.bool or lengths.is_complex():
+        raise TypeError(f"{name} must hold token counts (an integer tensor, e.g. mask.sum(-1)), got dtype "
+                        f"{lengths.dtype}: a mask is not a count")
     if lengths.shape != like.shape:
         raise ValueError(f"{name} must have the log-probs' shape {shape_str(like)}, got {shape_str(lengths)}")
+    if lengths.is_floating_point() and not (torch.isfinite(lengths) & (lengths == lengths.round())).all():
+        raise ValueError(f"{name} must hold whole token counts, got {lengths.tolist()}")
     if (lengths < 0).any():
         raise ValueError(f"{name} holds a negative count, got {lengths.tolist()}")
     return lengths.to(like.dtype)
+
+
+def _check_reference(**named: torch.Tensor) -> None:
+    """A reference log-prob with a grad_fn came from a forward with autograd on: refused."""
+    for name, t in named.items():
+        if t.grad_fn is not None:
+            raise ValueError(
+                f"{name} was computed with autograd on (grad_fn={type(t.grad_fn).__name__}): backward "
+                "would send gradients into the reference model. Compute it under torch.no_grad() or pass "
+                f"{name}.detach()"
+            )
 
 
 def _check_scalar(name: str, value) -> float:
@@ -193,9 +213,9 @@ def dpo_loss(
       d below about -89 in float32), lossbook gives the finite limit.
     * ``sigmoid_norm`` (TRL :1504): -log sigmoid(beta (h_w / n_w - h_l / n_l)): DPO on per-token log-ratios, n as for
       ``ipo`` (the length normalisation of SimPO, Meng et al. 2024, arXiv 2405.14734, keeping the reference).
-    * ``sft`` (TRL :1495): -sum(policy_chosen_logps) / sum(``chosen_lengths``), the negative log-likelihood per chosen
-      token (one batch value, repeated per pair as TRL does); here ``chosen_lengths`` counts the *scored* tokens,
-      ``mask[:, 1:].sum(-1)``.  No scored token at all is an error (TRL's mean over none is nan).
+    * ``sft`` (TRL :1495): -sum(policy_chosen_logps) / sum(``chosen_scored_tokens``), the negative
+      log-likelihood per chosen token (one batch value, repeated per pair as TRL does).  No scored token
+      at all is an error (TRL's mean over none is nan).
 
     Conventions and choices (each tested):
 
@@ -203,6 +223,13 @@ def dpo_loss(
       completion tokens in the *unshifted* ``completion_mask`` (``mask.sum(-1)``), clamped at 1.  With a
       non-empty prompt that is the number of scored tokens; with an empty prompt it is one more (the first
       token is in the mask but nothing scores it).  lossbook requires them (no silent default).
+    * ``chosen_scored_tokens`` for ``sft`` is the other count TRL uses there: the *scored* tokens,
+      ``mask[:, 1:].sum(-1)`` (TRL's ``shift_completion_mask``).  One meaning per keyword:
+      ``chosen_lengths`` with ``sft`` is an error.  Counts are integer tensors (or whole floats); bool
+      or fractional ones are errors.
+    * ``ref_*_logps`` with a ``grad_fn`` (a reference forward run with autograd on) are an error:
+      backward would fill the reference's ``.grad``.  A leaf that requires grad (gradcheck) is accepted.
+    * ``beta`` must be finite and > 0.
     * ``label_smoothing`` is read by ``exo_pair``, ``robust``, ``aot``, ``aot_unpaired`` and ``cdpo``.  With
       ``sigmoid`` TRL 1.16 silently ignores it (older TRL applied cDPO); lossbook refuses a non-zero value there
       and points to ``cdpo``.  A non-zero value with any loss type that does not read it is an error too.
@@ -214,9 +241,10 @@ def dpo_loss(
                  ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
     if not isinstance(loss_type, str) or loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {list(LOSS_TYPES)}, got {loss_type!r}")
+    _check_reference(ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
     beta = _check_scalar("beta", beta)
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+    if not (beta > 0 and math.isfinite(beta)):
+        raise ValueError(f"beta must be a finite number > 0, got {beta}")
     label_smoothing = _check_scalar("label_smoothing", label_smoothing)
 
     unknown = sorted(set(variant_kwargs) - set(_ALL_KEYWORDS))
@@ -226,9 +254,11 @@ def dpo_loss(
     unused = sorted(k for k in variant_kwargs if k not in allowed)
     if unused:
         users = {k: [t for t, ks in VARIANT_KEYWORDS.items() if k in ks] for k in unused}
+        hint = ("; sft divides by the scored count: chosen_scored_tokens=mask[:, 1:].sum(-1)"
+                if loss_type == "sft" and "chosen_lengths" in unused else "")
         raise TypeError(
             f"loss_type={loss_type!r} does not use {unused}; "
-            + "; ".join(f"{k} is read by {v}" for k, v in users.items())
+            + "; ".join(f"{k} is read by {v}" for k, v in users.items()) + hint
         )
     missing = [k for k in _REQUIRED.get(loss_type, ()) if variant_kwargs.get(k) is None]
     if missing:
@@ -312,9 +342,10 @@ def dpo_loss(
         # exp(-x) * s as exp(-x + log s): TRL's product is inf * 0 = nan for a very wrong pair (x << 0)
         losses = -F.logsigmoid(logits) * (1 - s) + torch.exp(-logits + F.logsigmoid(logits / tau))
     else:  # sft
-        n = _check_lengths("chosen_lengths", variant_kwargs["chosen_lengths"], delta)
+        n = _check_lengths("chosen_scored_tokens", variant_kwargs["chosen_scored_tokens"], delta)
         if not n.sum() > 0:  # TRL's mean over no token is nan, silently
-            raise ValueError(f"loss_type='sft' needs at least one scored chosen token, got chosen_lengths {n.tolist()}")
+            raise ValueError(f"loss_type='sft' needs a scored chosen token, got chosen_scored_tokens "
+                             f"{n.tolist()}")
         losses = (-policy_chosen_logps.sum() / n.sum()).expand(delta.shape[0])  # [batch], one value repeated
 
     chosen_rewards = (beta * chosen_logratios).detach()  # [batch]

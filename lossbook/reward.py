@@ -97,10 +97,17 @@ def pairwise_accuracy(rewards_chosen: torch.Tensor, rewards_rejected: torch.Tens
 
     ``(rewards_chosen > rewards_rejected).float().mean()`` as in ``RewardTrainer.compute_loss``; a tie counts
     as wrong.  Shapes as :func:`pairwise_reward_loss`.  Returns a float32 0-dim tensor (NaN for an empty batch).
+    A NaN reward is an error (TRL counts its pair as wrong, so a diverged model reads as accuracy 0); the
+    check reads one flag (a host-device synchronisation on an accelerator).
     """
     check_float("rewards_chosen", rewards_chosen)
     check_float("rewards_rejected", rewards_rejected)
     _check_pair_shapes(rewards_chosen, rewards_rejected, allow_k=False)
+    for name, r in (("rewards_chosen", rewards_chosen), ("rewards_rejected", rewards_rejected)):
+        if bool(torch.isnan(r).any()):
+            pairs = torch.isnan(r).flatten().nonzero().flatten().tolist()
+            raise ValueError(f"{name} holds NaN at pairs {pairs} (shape {shape_str(r)}): a NaN reward has no "
+                             "order, so its pair is neither right nor wrong")
     return (rewards_chosen > rewards_rejected).float().mean()  # []
 
 

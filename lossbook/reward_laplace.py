@@ -45,21 +45,18 @@ class RewardLaplace:
     """Last-layer Laplace approximation of a Bradley-Terry reward model whose last module is ``nn.Linear(hidden, 1)``.
 
     ``la = RewardLaplace(model)``; ``la.fit(x_pairs, y)`` with ``x_pairs`` ``[pairs, 2, ...]`` and ``y`` ``[pairs]``
-    the index (0 or 1) of the preferred item (laplace-torch's ``reward_modeling`` convention), or
-    ``la.fit(loader)`` with a DataLoader of such ``(x_pairs, y)`` batches; ``la.optimize_prior_precision()``
-    (laplace-torch's defaults: 100 Adam steps, lr 0.1, on log lambda from lambda = 1); ``la.prior_precision``;
-    ``la.log_marginal_likelihood()``; ``mean, var = la(x)`` with ``x`` ``[batch, ...]``, each ``[batch]``.
+    the preferred item (0 or 1, laplace-torch's ``reward_modeling`` convention), or ``la.fit(loader)`` of such
+    batches; ``la.optimize_prior_precision()`` (laplace-torch's defaults); ``la.log_marginal_likelihood()``;
+    ``mean, var = la(x)`` with ``x`` ``[batch, ...]``, each ``[batch]``.
 
-    The model is called on single items, ``[batch, ...] -> [batch, 1]`` or ``[batch]`` (a pair batch is flattened
-    to ``[2 * pairs, ...]``), and is used in place, not copied: after it is trained further, ``fit`` again
-    (``__call__`` refuses a model whose parameters changed since ``fit``). All the Laplace algebra is done in
-    float64 on the CPU, whatever the model's dtype and device; ``mean`` and ``var`` come back in the model
-    output's dtype and device.
+    The model scores single items (``[batch, ...] -> [batch, 1]`` or ``[batch]``) in place, not copied: each method
+    that uses the fit refuses a model changed since ``fit``, compared by content with a copy of its ``state_dict``
+    taken at ``fit`` (the model's size again; ~50 us a check on chapter 08's model). The Laplace algebra is float64
+    on the CPU; ``mean`` and ``var`` come back in the model output's dtype and device.
 
-    ``bias``: a bias in the head gets zero curvature (Bradley-Terry sees only r_1 - r_0, where it cancels), so in
-    the posterior it would keep its prior variance 1/lambda and add it to every prediction alike. ``"exclude"``
-    (default) holds the bias at its trained value, outside the posterior (the mean keeps it); ``"include"`` puts
-    it in the posterior, as laplace-torch does. With a bias-free head the two are the same.
+    ``bias``: a head's bias gets zero curvature (it cancels in r_1 - r_0), so in the posterior it keeps its prior
+    variance 1/lambda, added to every prediction alike. ``"exclude"`` (default) holds it at its trained value,
+    outside the posterior (the mean keeps it); ``"include"`` puts it in, as laplace-torch does.
     """
 
     def __init__(self, model: nn.Module, *, bias: str = "exclude", last_layer_name: str | None = None):
@@ -81,7 +78,8 @@ class RewardLaplace:
         self.theta_map: torch.Tensor | None = None  # [params]
         self.loss: torch.Tensor | None = None  # [] summed cross-entropy over the pairs
         self.n_data = 0
-        self._versions: list[int] | None = None
+        self._fitted_state: dict[str, torch.Tensor] | None = None  # the model's state_dict as fit saw it
+        self._fitted_items = ""  # "[3] float32": the item shape and dtype fit scored, for __call__'s errors
 
     # ---------------------------------------------------------------- the head and its features
     @staticmethod
@@ -201,41 +199,77 @@ class RewardLaplace:
             raise ValueError("fit got no pairs: the loader is empty")
         self.H, self.loss, self.n_data = H, loss, n_data
         self.theta_map = self._head_params()
-        self._versions = [p._version for p in self.model.parameters()]
+        self._fitted_state = {name: t.clone() for name, t in self.model.state_dict().items()}
+        self._fitted_items = f"{list(xb.shape[2:])} {_dtype_name(xb)}"
         return self
 
     def _curvature(self, x_pairs, y) -> tuple[torch.Tensor, torch.Tensor]:
         check_tensor("x_pairs", x_pairs)
         if x_pairs.dim() < 2 or x_pairs.shape[1] != 2 or x_pairs.shape[0] == 0:
             raise ValueError(
-                f"x_pairs must be [pairs, 2, ...] (the two items of each pair on dim 1), got shape {shape_str(x_pairs)}"
+                "x_pairs must be [pairs, 2, ...] (the two items of each pair on dim 1), "
+                f"got shape {shape_str(x_pairs)}"
             )
         check_integer("y", y, "indices of the preferred item (0 or 1)")
         pairs = x_pairs.shape[0]
         if tuple(y.shape) != (pairs,):
-            raise ValueError(f"y must be [pairs] = [{pairs}] for x_pairs {shape_str(x_pairs)}, got {shape_str(y)}")
+            raise ValueError(
+                f"y must be [pairs] = [{pairs}] for x_pairs {shape_str(x_pairs)}, "
+                f"got {shape_str(y)}"
+            )
         if bool(((y != 0) & (y != 1)).any()):
-            raise ValueError(f"y must hold 0 or 1 (the preferred item of each pair), got values {y.unique().tolist()}")
+            raise ValueError(
+                "y must hold 0 or 1 (the preferred item of each pair), "
+                f"got values {y.unique().tolist()}"
+            )
         items = x_pairs.reshape(pairs * 2, *x_pairs.shape[2:])  # [2 * pairs, ...]
         try:
             r, jac = self.rewards_and_jacobians(items)
         except RuntimeError as err:  # the model's own error, e.g. a matmul of the wrong width
             raise ValueError(
-                f"the model could not score the items of x_pairs {shape_str(x_pairs)}, read as [pairs, 2, ...]: "
-                f"{pairs * 2} items of shape {list(x_pairs.shape[2:])} ({err})"
+                f"the model could not score the items of x_pairs {shape_str(x_pairs)}, read as "
+                f"[pairs, 2, ...]: {pairs * 2} items of shape {list(x_pairs.shape[2:])} ({err})"
             ) from err
         r = r.to("cpu", torch.float64).reshape(pairs, 2)  # [pairs, 2]
         jac = jac.reshape(pairs, 2, -1)  # [pairs, 2, params]
         p1 = torch.sigmoid(r[:, 1] - r[:, 0])  # [pairs]  P(item 1 preferred)
         g = jac[:, 1] - jac[:, 0]  # [pairs, params]   0 in the bias coordinate
         H = torch.einsum("n,ni,nj->ij", p1 * (1 - p1), g, g)  # [params, params]
-        nll = torch.logsumexp(r, dim=1) - r.gather(1, y.to("cpu").long()[:, None])[:, 0]  # [pairs]
+        chosen = r.gather(1, y.to("cpu").long()[:, None])[:, 0]  # [pairs]
+        nll = torch.logsumexp(r, dim=1) - chosen  # [pairs]
         return H, nll.sum()
 
     # ---------------------------------------------------------------- prior, evidence, posterior
     def _check_fitted(self) -> None:
+        """Fitted, and the model unchanged since: every method that uses the fit calls this first."""
         if self.H is None:
             raise RuntimeError("RewardLaplace is not fitted: call fit(x_pairs, y) or fit(loader) first")
+        changed = self._changed_since_fit()
+        if changed is not None:
+            raise RuntimeError(
+                f"the model changed since fit(): {changed} (trained further, loaded, or written in place, "
+                "e.g. through .data or a fused optimizer); the curvature and theta_MAP belong to the old "
+                "values: call fit() again"
+            )
+
+    def _changed_since_fit(self) -> str | None:
+        """What differs between the model's state_dict now and fit's copy of it, or None.
+
+        By content, exactly (``torch.equal``, NaN equal to NaN): version counters miss writes through ``.data``,
+        ``vector_to_parameters`` and fused AdamW (transformers' default). Cost: a copy of the parameters and
+        persistent buffers (the model's size again, on its device), read once per check.
+        """
+        now = self.model.state_dict()
+        if now.keys() != self._fitted_state.keys():
+            new, gone = sorted(now.keys() - self._fitted_state.keys()), sorted(self._fitted_state.keys() - now.keys())
+            return f"its state_dict gained {new} and lost {gone}"
+        for name, saved in self._fitted_state.items():
+            t = now[name]
+            if t.shape != saved.shape or t.dtype != saved.dtype:
+                return f"{name!r} is {shape_str(t)} {t.dtype}, fit() saw {shape_str(saved)} {saved.dtype}"
+            if not _same_values(t.to(saved.device), saved):
+                return f"{name!r} holds other values than fit() saw"
+        return None
 
     @property
     def prior_precision(self) -> torch.Tensor:
@@ -271,35 +305,39 @@ class RewardLaplace:
         return torch.cholesky_inverse(torch.linalg.cholesky(self.posterior_precision()))
 
     def log_marginal_likelihood(self, prior_precision=None) -> torch.Tensor:
-        """Laplace's log evidence ``-loss - 1/2 (log det(H + lambda I) - P log lambda + lambda |theta_MAP|^2)``.
+        """Laplace's log evidence
+        ``-loss - 1/2 (log det(H + lambda I) - P log lambda + lambda |theta_MAP|^2)``.
 
-        At the current ``prior_precision``, or at the one given (a tensor with grad gives a differentiable value).
+        At the current ``prior_precision``, or at the one given (a tensor with grad gives a
+        differentiable value).
         """
-        self._check_fitted()
+        self._check_fitted()  # fitted, and the model unchanged since (compared by content)
         lam = self._prior_precision if prior_precision is None else prior_precision
         if torch.is_tensor(lam) and lam.requires_grad:  # differentiable: checked, not converted
-            if lam.numel() != 1 or not bool(torch.isfinite(lam.detach()).all()) or float(lam.detach()) <= 0:
+            value = lam.detach()
+            if lam.numel() != 1 or not bool(value.isfinite().all()) or float(value) <= 0:
                 raise ValueError(
-                    f"prior_precision must be one positive, finite number (a scalar prior), got shape {shape_str(lam)}"
-                    f" with values {lam.detach().reshape(-1)[:4].tolist()}"
+                    "prior_precision must be one positive, finite number (a scalar prior), "
+                    f"got shape {shape_str(lam)} with values {value.reshape(-1)[:4].tolist()}"
                 )
             lam = lam.to(torch.float64).reshape(())
         else:
             lam = self._as_precision(lam)
-        chol = torch.linalg.cholesky(self.posterior_precision(lam))  # [params, params]
+        P = self.H.shape[0]
+        chol = torch.linalg.cholesky(self.H + lam * torch.eye(P, dtype=torch.float64))  # [P, P]
         log_det_posterior = 2 * chol.diagonal().log().sum()
-        log_det_prior = self.H.shape[0] * lam.log()
+        log_det_prior = P * lam.log()
         scatter = lam * (self.theta_map @ self.theta_map)
         return -self.loss - 0.5 * (log_det_posterior - log_det_prior + scatter)
 
     def optimize_prior_precision(
         self, *, n_steps: int = 100, lr: float = 0.1, init_prior_prec: float = 1.0
     ) -> RewardLaplace:
-        """Maximise the log marginal likelihood over a scalar lambda as laplace-torch does by default
-        (``ParametricLaplace.optimize_prior_precision``, laplace/baselaplace.py:1499 in laplace-torch 0.3, defaults
-        method "marglik" and a scalar prior): Adam on log lambda, ``n_steps`` steps
-        of learning rate ``lr``, from ``init_prior_prec``. Sets ``prior_precision``; returns ``self``."""
-        self._check_fitted()
+        """Maximise the log marginal likelihood over a scalar lambda as laplace-torch does by
+        default (``ParametricLaplace.optimize_prior_precision`` in laplace/baselaplace.py, defaults
+        method "marglik" and a scalar prior): Adam on log lambda, ``n_steps`` steps of learning
+        rate ``lr``, from ``init_prior_prec``. Sets ``prior_precision``; returns ``self``."""
+        self._check_fitted()  # fitted, and the model unchanged since (compared by content)
         if not isinstance(n_steps, int) or n_steps < 1:
             raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
         if not lr > 0:
@@ -315,15 +353,16 @@ class RewardLaplace:
 
     # ---------------------------------------------------------------- prediction
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``mean, var`` of the predictive reward of each item of ``x`` ``[batch, ...]``: ``r_MAP(x)`` and
-        ``J(x) Sigma J(x)^T``, each ``[batch]``."""
-        self._check_fitted()
-        if self._versions != [p._version for p in self.model.parameters()]:
-            raise RuntimeError(
-                "the model's parameters changed since fit() (trained further, or loaded): the curvature and "
-                "theta_MAP belong to the old ones; call fit() again"
-            )
-        mean, jac = self.rewards_and_jacobians(x)
+        """``mean, var`` of the predictive reward of each item of ``x`` ``[batch, ...]``:
+        ``r_MAP(x)`` and ``J(x) Sigma J(x)^T``, each ``[batch]``."""
+        self._check_fitted()  # fitted, and the model unchanged since (compared by content)
+        try:
+            mean, jac = self.rewards_and_jacobians(x)
+        except RuntimeError as err:  # the model's own error: a wrong feature width, or dtype
+            raise ValueError(
+                f"the model could not score x {shape_str(x)} {_dtype_name(x)}, read as "
+                f"[batch, ...]; fit() scored items {self._fitted_items} ({err})"
+            ) from err
         var = predictive_variance(jac, self.H, self._prior_precision)  # [batch]
         return mean, var.to(mean.device, mean.dtype)
 
@@ -336,23 +375,39 @@ class RewardLaplace:
         return f"RewardLaplace({state}, bias={self.bias!r}, prior_precision={float(self._prior_precision):.4g})"
 
 
-def predictive_variance(jac: torch.Tensor, H: torch.Tensor, prior_precision) -> torch.Tensor:
-    """``J Sigma J^T`` for each row of ``jac`` ``[batch, params]``, ``Sigma = (H + lambda I)^-1``: ``[batch]``.
+def _dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")  # "float32"
 
-    Through the Cholesky factor L of ``H + lambda I``: ``J Sigma J^T = |L^-1 J^T|^2``, no inverse formed.
-    ``prior_precision`` is one positive number (a scalar prior, as everywhere in this module): a ``[params]`` tensor
-    is refused rather than broadcast into a diagonal prior, and so is a zero or negative one."""
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Exactly equal, a NaN equal to a NaN in the same place (torch.equal alone calls them different)."""
+    if torch.equal(a, b):
+        return True
+    if not a.is_floating_point():
+        return False
+    nan = a.isnan()
+    return torch.equal(nan, b.isnan()) and torch.equal(a.masked_fill(nan, 0), b.masked_fill(nan, 0))
+
+
+def predictive_variance(jac: torch.Tensor, H: torch.Tensor, prior_precision) -> torch.Tensor:
+    """``J Sigma J^T`` for each row of ``jac`` ``[batch, params]``, ``Sigma = (H + lambda I)^-1``:
+    ``[batch]``.
+
+    Through the Cholesky factor L of ``H + lambda I``: ``J Sigma J^T = |L^-1 J^T|^2``, no inverse
+    formed. ``prior_precision`` is one positive number (a scalar prior, as everywhere in this
+    module): a ``[params]`` tensor is refused rather than broadcast into a diagonal prior, and so
+    is a zero or negative one."""
     check_tensor("jac", jac)
     check_tensor("H", H)
     if H.dim() != 2 or H.shape[0] != H.shape[1]:
         raise ValueError(f"H must be a square [params, params] matrix, got shape {shape_str(H)}")
     if jac.dim() != 2 or jac.shape[1] != H.shape[0]:
         raise ValueError(
-            f"jac must be [batch, params] = [batch, {H.shape[0]}] (one row per input, H is {shape_str(H)}), "
-            f"got shape {shape_str(jac)}"
+            f"jac must be [batch, params] = [batch, {H.shape[0]}] (one row per input, "
+            f"H is {shape_str(H)}), got shape {shape_str(jac)}"
         )
     lam = RewardLaplace._as_precision(prior_precision)
     eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
     chol = torch.linalg.cholesky(H + lam.to(H.device, H.dtype) * eye)  # [params, params]
-    v = torch.linalg.solve_triangular(chol, jac.T.to(H.dtype), upper=False)  # [params, batch]   L^-1 J^T
-    return (v * v).sum(0)  # [batch]
+    v = torch.linalg.solve_triangular(chol, jac.T.to(H.dtype), upper=False)  # [params, batch]
+    return (v * v).sum(0)  # [batch]   |L^-1 J^T|^2 per column

@@ -221,6 +221,11 @@ def _idx(*shape):
         ((torch.randn(1, 3, 7), torch.tensor([[1, 7, 2]])), {}, ValueError, r"labels holds token id 7.*\[1, 3\]"),
         ((torch.randn(1, 3, 7), torch.tensor([[-5, 1, 2]])), {}, ValueError, r"labels holds token id -5"),
         ((torch.randn(2, 5, 7), _idx(2, 5)), {"reduction": "sum"}, TypeError, "num_items_in_batch"),
+        ((torch.randn(2, 5, 7), [[0] * 5] * 2), {}, TypeError, r"labels must be a torch.Tensor, got list"),
+        ((torch.randn(2, 5, 7), [[0] * 5] * 2), {"num_items_in_batch": 4}, TypeError,
+         r"labels must be a torch.Tensor, got list"),
+        ((torch.randn(2, 5, 7), None), {"shift_labels": [[0] * 5] * 2}, TypeError,
+         r"shift_labels must be a torch.Tensor, got list"),
     ],
 )
 def test_bad_input_errors_name_argument_and_shapes(args, kwargs, error, message):

@@ -299,6 +299,20 @@ def test_predicted_peak_matches_the_measured_one(dtype, shape):
         assert abs(measured[name] / predicted[name] - 1) < 0.01, (name, measured, predicted)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_predicted_peak_caps_the_chunk_at_the_tokens(dtype):
+    """A chunk larger than the batch holds only its tokens: T = 256 with chunk 8192 is the chunk-256 peak."""
+    from lossbook.demos import memory as demo
+    from lossbook.widgets.memory import MemoryExplorer
+
+    args = (1, 256, 128256, 256, dtype)
+    measured, predicted = demo.peak_memory(*args, 8192), demo.predicted_peak(*args, 8192)
+    assert abs(measured["chunked"] / predicted["chunked"] - 1) < 0.01, (measured, predicted)
+    assert predicted == demo.predicted_peak(*args, 256)
+    e = MemoryExplorer(batch=1, seq=256, vocab=128256, hidden=256, chunk=8192)
+    assert abs(e.measured["chunked"] / e.predicted["chunked"] - 1) < 0.01 and "chunk = 256<" in e.html.value
+
+
 def test_meta_measurement_equals_a_cpu_run():
     from lossbook.demos import memory as demo
 

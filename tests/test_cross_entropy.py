@@ -237,6 +237,21 @@ def test_half_precision_mean_is_finite_where_upstreams_sum_overflows(hf_loss_uti
         assert torch.isinf(theirs)  # upstream: a float16 sum of 8000 losses near 40 overflows 65504
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("count", [torch.tensor(17.0), torch.tensor(17.0, dtype=torch.float64), torch.tensor(17),
+                                   17, 17.0])
+def test_half_precision_returns_upstreams_dtype(hf_loss_utils, dtype, count):
+    """Upstream's half loss / num_items_in_batch promotes: float32 for a float32 tensor count, half for an int."""
+    source, target = _inputs(0, 17, 11, 0, dtype)
+    ours = _value_and_grad(fixed_cross_entropy, source, target, num_items_in_batch=count)
+    theirs = _value_and_grad(hf_loss_utils.fixed_cross_entropy, source, target, num_items_in_batch=count)
+    assert ours[0].dtype == theirs[0].dtype == torch.result_type(torch.zeros((), dtype=dtype), count)
+    exact = float(F.cross_entropy(source.double(), target, reduction="sum")) / 17
+    for value in (ours[0], theirs[0]):  # each within the half rounding of the per-item losses or of the sum
+        assert abs(float(value) - exact) <= torch.finfo(dtype).eps * exact, (float(value), exact)
+    torch.testing.assert_close(ours[1], theirs[1], atol=0.0, rtol=0.0)  # the same kernels: the same gradient
+
+
 def test_half_precision_weighted_mean_matches_float32():
     source, target = _inputs(3, 40, 6, 10, torch.float32)
     weight = torch.rand(6, generator=torch.Generator().manual_seed(1)) + 0.5

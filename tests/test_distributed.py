@@ -321,6 +321,15 @@ def test_count_targets():
         count_targets(labels.float())
 
 
+def test_count_targets_refuses_a_non_int_ignore_index():
+    labels = torch.tensor([[1, 2, 3, -100]])
+    for bad in (None, 1.5, True):
+        with pytest.raises(TypeError, match=r"ignore_index must be an int .*got (NoneType|float|bool)"):
+            count_targets(shift_labels=labels, ignore_index=bad)
+        with pytest.raises(TypeError, match=r"ignore_index must be an int"):
+            count_targets(labels, ignore_index=bad)
+
+
 def test_global_num_items_without_a_group_and_its_errors():
     assert int(global_num_items(7)) == 7 and int(global_num_items(torch.tensor(5))) == 5
     with pytest.raises(ValueError, match=r"single count.*\[2\]"):
@@ -329,6 +338,9 @@ def test_global_num_items_without_a_group_and_its_errors():
         global_num_items(torch.tensor(3.0))
     with pytest.raises(TypeError, match="bool"):
         global_num_items(True)
+    for flag in (torch.tensor(True), torch.tensor([False])):  # a bool tensor is no more a count than True
+        with pytest.raises(TypeError, match=r"local_count must be an integer count, got dtype torch.bool"):
+            global_num_items(flag)
     with pytest.raises(ValueError, match=">= 0"):
         global_num_items(-1)
 
@@ -341,6 +353,20 @@ def test_data_parallel_loss_and_its_errors():
         data_parallel_loss(logits, labels, 20, 0)
     with pytest.raises(TypeError, match="num_items_in_batch"):
         data_parallel_loss(logits, labels, None, 2)
+
+
+def test_data_parallel_loss_takes_exactly_one_of_labels_and_shift_labels():
+    """As count_targets: with both, causal_lm_loss would silently score shift_labels and drop labels."""
+    logits, labels = torch.randn(2, 5, 4, dtype=torch.float64), torch.randint(0, 4, (2, 5))
+    shifted = next_token_labels(labels)
+    torch.testing.assert_close(data_parallel_loss(logits, None, 8, 2, shift_labels=shifted),
+                               data_parallel_loss(logits, labels, 8, 2))
+    with pytest.raises(TypeError, match=r"data_parallel_loss needs exactly one of labels .* got both"):
+        data_parallel_loss(logits, labels, 8, 2, shift_labels=shifted)
+    with pytest.raises(TypeError, match=r"data_parallel_loss needs exactly one of labels .* got neither"):
+        data_parallel_loss(logits, None, 8, 2)
+    with pytest.raises(TypeError, match=r"count_targets needs exactly one of labels .* got both"):
+        count_targets(labels, shift_labels=shifted)
 
 
 def test_split_for_ranks_and_its_errors():
@@ -379,6 +405,13 @@ def test_token_weights_errors_and_empty_shards():
         token_weights([[1]], "mean")
     with pytest.raises(ValueError, match=r"\[ranks, micro_batches\]"):
         token_weights([1, 2])
+
+
+def test_token_weights_refuses_ragged_and_bool_counts():
+    with pytest.raises(ValueError, match=r"counts must be a \[ranks, micro_batches\] table .*got \[\[1, 2\], \[3\]\]"):
+        token_weights([[1, 2], [3]])
+    with pytest.raises(ValueError, match=r"counts must be integer counts .*dtype torch.bool"):
+        token_weights(torch.tensor([[True, False], [True, True]]))
 
 
 def test_token_weights_widget_shows_lossbook_numbers():

@@ -24,7 +24,8 @@ def _kwargs(loss_type, batch, dtype=torch.float64, g=None):
     g = g or torch.Generator().manual_seed(5)
     kw = {}
     if loss_type in ("ipo", "sigmoid_norm", "sft"):
-        kw["chosen_lengths"] = torch.randint(1, 9, (batch,), generator=g).to(dtype)
+        key = "chosen_scored_tokens" if loss_type == "sft" else "chosen_lengths"
+        kw[key] = torch.randint(1, 9, (batch,), generator=g).to(dtype)
     if loss_type in ("ipo", "sigmoid_norm"):
         kw["rejected_lengths"] = torch.randint(1, 9, (batch,), generator=g).to(dtype)
     if loss_type == "discopop":
@@ -109,6 +110,89 @@ def test_conformance_data_tells_the_conventions_apart(conformance):
     assert abs(float(unsorted) - conformance["aot"]["trl"]) > 1e-3
     # the reference differs from the policy (else every reward would be 0)
     assert (pw - rw).abs().min() > 0.1
+
+
+def test_sft_divides_by_the_scored_count_under_its_own_keyword(conformance):
+    """TRL's sft divides by shift_completion_mask, ipo by completion_mask: one keyword per count."""
+    (pw, pl), (rw, rl), mask = _conformance_inputs()
+    cm = mask.chunk(2)[0]  # [pairs, seq] the chosen completion masks (unshifted)
+    want = conformance["sft"]["trl"]
+    got = dpo_loss(pw, pl, rw, rl, beta=0.5, loss_type="sft", chosen_scored_tokens=cm[:, 1:].sum(-1))[0]
+    assert abs(float(got.mean()) - want) <= 1e-5 * abs(want)
+    # the unshifted (ipo) count misses TRL's sft on this batch (it has an empty prompt)
+    wrong = dpo_loss(pw, pl, rw, rl, beta=0.5, loss_type="sft", chosen_scored_tokens=cm.sum(-1))[0]
+    assert abs(float(wrong.mean()) - want) > 1e-2
+    with pytest.raises(TypeError, match=r"'sft' does not use \['chosen_lengths'\].*"
+                                        r"chosen_scored_tokens=mask\[:, 1:\]\.sum\(-1\)"):
+        dpo_loss(pw, pl, rw, rl, beta=0.5, loss_type="sft", chosen_lengths=cm.sum(-1))
+    with pytest.raises(TypeError, match=r"'ipo' does not use \['chosen_scored_tokens'\]"):
+        dpo_loss(pw, pl, rw, rl, beta=0.5, loss_type="ipo", chosen_lengths=cm.sum(-1),
+                 rejected_lengths=cm.sum(-1), chosen_scored_tokens=cm.sum(-1))
+    with pytest.raises(TypeError, match=r"'sft' needs \['chosen_scored_tokens'\]"):
+        dpo_loss(pw, pl, rw, rl, beta=0.5, loss_type="sft")
+
+
+@pytest.mark.parametrize("loss_type", ["ipo", "sigmoid_norm", "sft"])
+def test_lengths_must_be_whole_counts(loss_type):
+    x = _logps(batch=3)
+    key = "chosen_scored_tokens" if loss_type == "sft" else "chosen_lengths"
+
+    def call(n):
+        other = {} if loss_type == "sft" else {"rejected_lengths": torch.tensor([2, 2, 2])}
+        return dpo_loss(*x, loss_type=loss_type, **{key: n}, **other)[0]
+
+    torch.testing.assert_close(call(torch.tensor([3, 1, 2])), call(torch.tensor([3.0, 1.0, 2.0])))
+    with pytest.raises(TypeError, match=rf"{key} must hold token counts .*got dtype torch.bool: a mask"):
+        call(torch.tensor([True, False, True]))
+    for bad in ([1.5, 1.0, 2.0], [1.0, float("inf"), 2.0], [1.0, float("nan"), 2.0]):
+        with pytest.raises(ValueError, match=rf"{key} must hold whole token counts, got \[1"):
+            call(torch.tensor(bad))
+
+
+def test_reference_logps_computed_with_autograd_are_refused():
+    from lossbook.demos import dpo as demo
+
+    policy, reference, batch = demo.tiny_pair_models(seed=0)
+    pw, pl = demo.pair_logps(policy, batch)
+    rw, rl = demo.pair_logps(reference, batch)  # autograd on: rw, rl have a grad_fn
+    with pytest.raises(ValueError, match=r"ref_chosen_logps was computed with autograd on \(grad_fn=\w+\).*"
+                                         r"torch\.no_grad\(\)"):
+        dpo_loss(pw, pl, rw, rl)
+    with pytest.raises(ValueError, match=r"ref_rejected_logps was computed with autograd on"):
+        dpo_loss(pw, pl, rw.detach(), rl)
+    detached = dpo_loss(pw, pl, rw.detach(), rl.detach())[0]
+    with torch.no_grad():
+        frozen = demo.pair_logps(reference, batch)
+    torch.testing.assert_close(detached, dpo_loss(pw, pl, *frozen)[0])
+    # a leaf that requires grad is a deliberate variable (gradcheck, the sympy comparison): accepted
+    leaves = [t.detach().double().requires_grad_() for t in (pw, pl, rw, rl)]
+    dpo_loss(*leaves)[0].sum().backward()
+    assert leaves[2].grad is not None
+
+
+@pytest.mark.parametrize("beta", [float("inf"), float("-inf"), float("nan"), torch.tensor(float("inf"))])
+def test_beta_must_be_finite(beta):
+    with pytest.raises(ValueError, match=r"beta must be a finite number > 0, got (inf|-inf|nan)"):
+        dpo_loss(*_logps(batch=3), beta=beta)
+
+
+def test_sequence_logps_never_reads_an_unscored_label():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 5, 7, generator=g)  # [batch, seq, vocab]
+    labels = torch.randint(0, 7, (2, 5), generator=g)
+    mask = torch.tensor([[0, 0, 1, 1, 0], [0, 1, 1, 1, 1]])
+    base = sequence_logps(z, labels, mask)
+    for value in (7, 99, -5, -100):  # out of the vocabulary, at positions the mask leaves out
+        odd = labels.clone()
+        odd[0, 1] = odd[0, 4] = value
+        torch.testing.assert_close(sequence_logps(z, odd, mask), base)
+        torch.testing.assert_close(sequence_logps(z, odd, mask, average=True),
+                                   sequence_logps(z, labels, mask, average=True))
+    for value in (7, -5):  # at a scored position: a clear error
+        odd = labels.clone()
+        odd[1, 3] = value
+        with pytest.raises(ValueError, match=rf"token id {value} at a scored position, outside \[0, 7\)"):
+            sequence_logps(z, odd, mask)
 
 
 def test_trl_sigmoid_ignores_label_smoothing_and_lossbook_refuses(trl):
@@ -358,7 +442,7 @@ def test_sorting_variants_by_hand():
     want = -(1 - e) * F.logsigmoid(beta * u) - e * F.logsigmoid(-beta * u)
     torch.testing.assert_close(dpo_loss(*x, beta=beta, loss_type="aot_unpaired", label_smoothing=e)[0], want)
     n = torch.tensor([3.0, 1, 4, 1, 5], dtype=torch.float64)
-    sft = dpo_loss(*x, loss_type="sft", chosen_lengths=n)[0]
+    sft = dpo_loss(*x, loss_type="sft", chosen_scored_tokens=n)[0]
     torch.testing.assert_close(sft, (-x[0].sum() / n.sum()).expand(5))
 
 
@@ -398,8 +482,8 @@ def test_edge_cases_batch_one_and_extreme_ratios():
 
 def test_dpo_loss_errors():
     x = _logps(batch=3)
-    with pytest.raises(ValueError, match=r"'sft' needs at least one scored chosen token, got chosen_lengths \[0"):
-        dpo_loss(*x, loss_type="sft", chosen_lengths=torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"'sft' needs a scored chosen token, got chosen_scored_tokens \[0"):
+        dpo_loss(*x, loss_type="sft", chosen_scored_tokens=torch.zeros(3, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"policy_rejected_logps has shape \[2\] but policy_chosen_logps has shape"):
         dpo_loss(x[0], x[1][:2], x[2], x[3])
     with pytest.raises(ValueError, match=r"ref_rejected_logps must be \[batch\].*got shape \[3, 1\]"):
@@ -424,7 +508,7 @@ def test_dpo_loss_errors():
         dpo_loss(*x, loss_type="exo_pair")
     with pytest.raises(ValueError, match="loss_type must be one of"):
         dpo_loss(*x, loss_type="dpo")
-    with pytest.raises(ValueError, match="beta must be > 0"):
+    with pytest.raises(ValueError, match="beta must be a finite number > 0"):
         dpo_loss(*x, beta=0.0)
     with pytest.raises(TypeError, match="policy_chosen_logps must be a floating-point tensor"):
         dpo_loss(torch.ones(3, dtype=torch.long), *x[1:])

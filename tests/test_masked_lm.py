@@ -195,6 +195,8 @@ def test_masking_arithmetic_is_exact():
         (torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long), {"num_items_in_batch": torch.ones(2)},
          ValueError, r"num_items_in_batch must be a single count.*\[2\]"),
         (torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long), {"reduction": "sum"}, TypeError, "reduction"),
+        (torch.randn(2, 3, 5), [[0, 1, 2]] * 2, {}, TypeError, r"labels must be a torch.Tensor, got list"),
+        (torch.randn(2, 3, 5).half(), ((0, 1, 2),) * 2, {}, TypeError, r"labels must be a torch.Tensor, got tuple"),
     ],
 )
 def test_bad_inputs_name_the_argument_and_shape(logits, labels, kwargs, error, match):

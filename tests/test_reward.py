@@ -240,6 +240,19 @@ def test_clear_errors(args, kwargs, error, message):
         pairwise_reward_loss(*args, **kwargs)
 
 
+def test_pairwise_accuracy_refuses_nan_rewards():
+    """TRL's (r_c > r_r).float().mean() counts a NaN pair as wrong: a diverged model reads as accuracy 0."""
+    nan = float("nan")
+    r_c, r_r = torch.tensor([nan, nan]), torch.tensor([-1.0, -2.0])
+    assert float((r_c > r_r).float().mean()) == 0.0  # RewardTrainer.compute_loss's accuracy, silently
+    with pytest.raises(ValueError, match=r"rewards_chosen holds NaN at pairs \[0, 1\] \(shape \[2\]\)"):
+        pairwise_accuracy(r_c, r_r)
+    with pytest.raises(ValueError, match=r"rewards_rejected holds NaN at pairs \[1\] \(shape \[3, 1\]\)"):
+        pairwise_accuracy(torch.zeros(3, 1), torch.tensor([[0.0], [nan], [1.0]]))
+    inf = float("inf")  # infinite rewards still have an order
+    assert float(pairwise_accuracy(torch.tensor([inf, 0.0]), torch.tensor([0.0, inf]))) == 0.5
+
+
 def test_other_errors():
     with pytest.raises(ValueError, match=r"rewards_chosen \[2, 3\] and rewards_rejected \[2, 1\]"):
         preference_probs(torch.zeros(2, 3), torch.zeros(2, 1))

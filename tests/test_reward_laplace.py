@@ -399,6 +399,126 @@ def test_a_model_trained_after_fit_must_be_fitted_again():
     assert torch.allclose(mean, model(x_test).reshape(-1).detach())
 
 
+# Writes that change a model's values without bumping the parameters' version counters: fused AdamW
+# (transformers' default optimizer with torch >= 2.8; it runs on CPU here) and the `.data` routes.
+def _fused_adamw_steps(model, x, y):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+def _data_add(model, x, y):
+    model.net[0].weight.data.add_(1e-6)  # the body: phi(x) moves, the head does not
+
+
+def _data_copy(model, x, y):
+    model.net[0].weight.data.copy_(model.net[0].weight.detach() * 1.001)
+
+
+def _data_assign(model, x, y):
+    model.head.weight.data = model.head.weight.detach() + 1e-6
+
+
+def _vector_to_parameters(model, x, y):
+    flat = torch.nn.utils.parameters_to_vector(model.parameters())
+    torch.nn.utils.vector_to_parameters(flat + 1e-6, model.parameters())
+
+
+_WRITES = {
+    "fused_adamw": _fused_adamw_steps,
+    "data_add": _data_add,
+    "data_copy": _data_copy,
+    "data_assign": _data_assign,
+    "vector_to_parameters": _vector_to_parameters,
+}
+_USES = {
+    "call": lambda la, x_test: la(x_test),
+    "log_marginal_likelihood": lambda la, x_test: la.log_marginal_likelihood(),
+    "optimize_prior_precision": lambda la, x_test: la.optimize_prior_precision(n_steps=5),
+}
+
+
+@pytest.fixture(scope="module")
+def trained_14():
+    return _trained(14)
+
+
+@pytest.mark.parametrize("use", list(_USES))
+@pytest.mark.parametrize("write", list(_WRITES))
+def test_a_model_written_after_fit_without_a_version_bump_is_refused(trained_14, write, use):
+    """By content: none of these writes bumps ``p._version``, so a version-counter check misses them all."""
+    model, x, y, x_test = copy.deepcopy(trained_14)
+    la = RewardLaplace(model).fit(x, y)
+    _USES[use](la, x_test)  # fine before the write
+    versions, before = [p._version for p in model.parameters()], copy.deepcopy(model.state_dict())
+    _WRITES[write](model, x, y)
+    assert [p._version for p in model.parameters()] == versions  # the route really is invisible to versions
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # and it wrote
+    stale = r"the model changed since fit\(\): '[\w.]+' holds other values.*call fit\(\) again"
+    with pytest.raises(RuntimeError, match=stale):
+        _USES[use](la, x_test)
+    la.fit(x, y)
+    _USES[use](la, x_test)  # fitted again: accepted
+    assert torch.allclose(la(x_test)[0], model(x_test).reshape(-1).detach(), rtol=1e-12)
+
+
+def test_an_unchanged_model_is_accepted_however_often_it_is_used():
+    """No false positive: eval()/train() switches, in-place writes of the same values (which bump the version
+    counters), every method twice."""
+    model, x, y, x_test = _trained(16, bias=True)
+    la = RewardLaplace(model, bias="include").fit(x, y)
+    model.eval()
+    model.train()
+    model.eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.0)  # same values, version bumped
+    saved = model.net[0].weight.detach().clone()
+    model.net[0].weight.data.add_(1.0)
+    model.net[0].weight.data.copy_(saved)  # changed and changed back: the values fit saw
+    for _ in range(2):
+        mean, var = la(x_test)
+        lml = la.log_marginal_likelihood()
+        la.optimize_prior_precision(n_steps=5)
+        la.predictive_std(x_test)
+        assert la.posterior_covariance.shape == (la.n_params, la.n_params)
+    assert torch.allclose(mean, model(x_test).reshape(-1).detach(), rtol=1e-12)
+    assert torch.isfinite(lml) and bool((var > 0).all())
+
+
+def test_a_batch_norm_forward_in_train_mode_after_fit_is_refused():
+    """The running statistics are state too: they change phi(x) in eval mode without any parameter moving."""
+    torch.manual_seed(17)
+    model = nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1)).double()
+    x = torch.randn(30, 2, 3, dtype=torch.float64)
+    y = torch.randint(0, 2, (30,))
+    la = RewardLaplace(model).fit(x, y)
+    model.train()
+    model(x[:, 0])  # updates running_mean / running_var
+    with pytest.raises(RuntimeError, match=r"changed since fit\(\): '1\.running_mean'"):
+        la(x[:, 0])
+
+
+def test_call_names_x_when_the_feature_width_is_wrong():
+    model, x, y, x_test = _trained(18)
+    la = RewardLaplace(model).fit(x, y)
+    with pytest.raises(
+        ValueError, match=r"could not score x \[12, 2\] float64, read as \[batch, \.\.\.\]; fit\(\) scored items \[3\] "
+        r"float64"
+    ):
+        la(x_test[:, :2])
+
+
+def test_call_names_x_when_its_dtype_is_not_the_model_s():
+    model, x, y, x_test = _trained(19, dtype=torch.float32)
+    la = RewardLaplace(model).fit(x, y)
+    with pytest.raises(ValueError, match=r"could not score x \[12, 3\] float64.*fit\(\) scored items \[3\] float32"):
+        la(x_test.double())
+    assert la(x_test)[0].dtype == torch.float32
+
+
 def test_laplace_torch_keeps_a_copy_of_the_model_made_at_construction(laplace):
     """laplace/lllaplace.py, LLLaplace.__init__: ``FeatureExtractor(deepcopy(model), ...)``. Train the model further
     and fit again: laplace-torch's means are still the old model's (the bug zoo's StaleModelCopy); lossbook's are the

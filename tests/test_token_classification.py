@@ -246,6 +246,7 @@ def _idx(*shape):
         (torch.randn(2, 3, 5), _idx(2, 3), SimpleNamespace(num_labels=5), {}, TypeError, r"config.num_labels"),
         (torch.randn(2, 3, 5), _idx(2, 3), 5, {"reduction": "sum"}, TypeError, r"num_items_in_batch"),
         (torch.randn(2, 3, 5), _idx(2, 3), 5, {"num_items_in_batch": torch.ones(2)}, ValueError, r"shape \[2\]"),
+        (torch.randn(2, 3, 5), [[0, 1, 2]] * 2, 5, {}, TypeError, r"labels must be a torch.Tensor, got list"),
     ],
 )
 def test_bad_input_names_argument_and_shape(logits, labels, num_labels, kwargs, error, message):

@@ -64,11 +64,12 @@ def scores_the_prompt(logits, labels, mask=None):
 
 
 def reference_receives_gradients(policy, reference, batch, beta):
-    """BUG: the reference's log-probs are computed with autograd on: the value is right, but ``backward`` fills
-    the reference's ``.grad`` and an optimiser over both models (or a shared module) moves the anchor."""
+    """BUG: the reference's log-probs are computed with autograd on: the value is right, but ``backward``
+    fills the reference's ``.grad`` and an optimiser over both models (or a shared module) moves the
+    anchor.  (``dpo_loss`` refuses such log-probs, so the loss is written out.)"""
     pw, pl = pair_logps(policy, batch)
     rw, rl = pair_logps(reference, batch)  # no torch.no_grad(), no detach
-    return dpo_loss(pw, pl, rw, rl, beta=beta)[0].mean()
+    return -F.logsigmoid(beta * ((pw - rw) - (pl - rl))).mean()
 
 
 def sum_policy_mean_reference(policy, reference, batch, beta):

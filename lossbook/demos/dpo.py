@@ -165,7 +165,7 @@ def _conformance_rows(DPOConfig, DPOTrainer, loss_types, beta, grads):
         if loss_type in ("ipo", "sigmoid_norm"):
             kwargs = {"chosen_lengths": comp.chunk(2)[0].sum(-1), "rejected_lengths": comp.chunk(2)[1].sum(-1)}
         elif loss_type == "sft":
-            kwargs = {"chosen_lengths": comp[:, 1:].chunk(2)[0].sum(-1)}
+            kwargs = {"chosen_scored_tokens": comp[:, 1:].chunk(2)[0].sum(-1)}
         if "discopop_tau" in settings:
             kwargs["discopop_tau"] = settings["discopop_tau"]
         losses, r_w, r_l = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=beta, loss_type=loss_type,

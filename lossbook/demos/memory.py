@@ -70,9 +70,10 @@ def predicted_peak(batch, seq, vocab, hidden, dtype=torch.float32, chunk_size=No
     the gradient); half: the half logits and their half gradient besides, ``tokens * vocab * (8 + 2b)``.
     chunked: the float32 weight gradient and one float32 chunk ``(vocab * hidden + chunk * vocab) * 4`` (half
     inputs: a half copy of each besides), plus the hidden states' gradient ``tokens * hidden * b`` and 16 bytes
-    per token (log-sum-exp, targets, masks).
+    per token (log-sum-exp, targets, masks).  The chunk holds at most the ``tokens``, as the loss's buffer.
     """
-    n, b, c = batch * seq, _BYTES[dtype], chunk_size or hidden
+    n, b = batch * seq, _BYTES[dtype]
+    c = min(chunk_size or hidden, n)  # a chunk larger than the batch holds only its tokens
     half = dtype in (torch.float16, torch.bfloat16)
     naive = n * vocab * (8 + 2 * b) if half else 3 * n * vocab * b
     chunked = (vocab * hidden + c * vocab) * (4 + b if half else b) + n * hidden * b + 16 * n

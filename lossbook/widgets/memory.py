@@ -57,6 +57,6 @@ class MemoryExplorer(W.VBox):
         ratio = self.measured["chunked"] / self.measured["naive"]
         self.html.value = (
             f"<div style='font-family:monospace'>tokens = {b * t:,}, one float32 [tokens, vocab] = "
-            f"{_mib(b * t * v * 4)}, chunk = {c or h}<table><tr><th>path</th><th>predicted</th>"
+            f"{_mib(b * t * v * 4)}, chunk = {min(c or h, b * t)}<table><tr><th>path</th><th>predicted</th>"
             f"<th>measured</th></tr>{rows}</table>chunked / naive = {ratio:.3f}<br>"
             f"{html.escape(str(dtype))}</div>")
