@@ -36,6 +36,7 @@ _LAZY_MODULES = frozenset({
     "numerics",
     "plotting",
     "selection",
+    "spread",
     "train",
     "widgets",
 })
@@ -70,6 +71,7 @@ __all__ = [
     "numerics",
     "plotting",
     "selection",
+    "spread",
     "train",
     "widgets",
     "memory",
