@@ -290,7 +290,9 @@ def _q(xs, p):
     return xs[lo] + (xs[hi] - xs[lo]) * (i - lo)
 
 
-# Rounds of a case below the big ones.  Issue 12's "<= 10 µs added" is 2% of a 450 µs call, and with 15 rounds
+# The most a lossbook loss may add to its upstream's time per call where upstream takes under 1 ms (issue 23).
+ADDED_US = 20
+# Rounds of a case below the big ones.  Issue 12's "<= 10 µs added" (now 20) is 2% of a 450 µs call, and with 15 rounds
 # the best-sample difference of two identical calls wandered by +-15 µs on the 2-core machine (the L3 cache is
 # shared with other tenants); with 45 it stayed within +-6 µs in three runs.
 SUB_MS_ROUNDS = 45
@@ -371,7 +373,7 @@ def _delta(us: float) -> str:
 
 
 def goals(results: list[dict]) -> list[dict]:
-    """Issue 12's goals, each checked against this run's rows: one verdict per (goal, case).
+    """Issue 12's goals as issue 23 set them, each checked against this run's rows: one verdict per (goal, case).
 
     Times are judged *paired*: in each interleaved round the function and its reference run back to back, and
     the verdict takes the median over the rounds of their per-round ratio (``ratio``) or difference
@@ -380,9 +382,10 @@ def goals(results: list[dict]) -> list[dict]:
     reported "within noise": on a noisy run the machine cannot tell, which is neither met nor failed.  An
     earlier version judged the best samples (min against min): two independent extremes, whose difference for a
     450 µs call wandered by +-15 to +-30 µs from run to run on this machine (its L3 cache is shared with other
-    tenants), more than the 10 µs being judged.  The table keeps the best samples beside the medians.
+    tenants), more than the 20 µs being judged.  The table keeps the best samples beside the medians.
 
-    * every lossbook loss: time ratio <= 1.10 where upstream takes >= 1 ms, else <= 10 µs added per call;
+    * every lossbook loss: time ratio <= 1.10 where upstream takes >= 1 ms, else <= 20 µs added per call
+      (issue 23 relaxed the 10 µs of issue 12: one code path, checks in one call, no CPU short path);
       never more tracked peak memory than its reference;
     * ``chunked_cross_entropy`` at V=128256, 2048 tokens, H=256: tracked peak <= 10% of the naive path's, time
       <= 1.2x, loss and gradients within the case's float32 tolerance (checked by ``check_case``).
@@ -406,7 +409,7 @@ def goals(results: list[dict]) -> list[dict]:
         if r["ref_median_us"] >= 1e3:
             out.append(_timed("time (reference >= 1 ms)", case, r["ratio"], r["ratio_ci"], 1.10, "{:.2f}x"))
         else:
-            out.append(_timed("added time (reference < 1 ms)", case, r["added_paired_us"], r["added_ci_us"], 10,
+            out.append(_timed("added time (reference < 1 ms)", case, r["added_paired_us"], r["added_ci_us"], ADDED_US,
                               "{:+.1f} µs"))
         out.append({"goal": "peak memory", "case": case, "measured": f"{r['peak_vs_ref']:.3f} of reference",
                     "target": "<= 1.000", "met": r["peak_vs_ref"] <= 1.0})
@@ -426,7 +429,7 @@ def _timed(goal, case, value, ci, target, fmt, unit=""):
 def goals_table(rows: list[dict]) -> str:
     met = sum(g["met"] for g in rows)
     noise = sum(g.get("noise", False) for g in rows)
-    lines = [f"Goals (issue 12): {met} of {len(rows)} met, {noise} within this run's noise, "
+    lines = [f"Goals (issues 12 and 23): {met} of {len(rows)} met, {noise} within this run's noise, "
              f"{len(rows) - met - noise} not met", "", "| goal | case | measured | target | met |",
              "|---|---|---|---|---|"]
     lines += [f"| {g['goal']} | {g['case']} | {g['measured']} | {g['target']} | "

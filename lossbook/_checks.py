@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import math
 import numbers
@@ -19,8 +20,8 @@ __all__ = [
     "check_position_labels",
     "check_ignore_index",
     "check_count",
-    "torch_checks_values",
-    "plain_cpu",
+    "check_label_values",
+    "named_label_errors",
     "SMALL",
 ]
 
@@ -106,40 +107,55 @@ def check_in_range(name: str, target: torch.Tensor, classes: int, ignore_index: 
 
 SMALL = 128  # up to this many CPU values, a Python scan beats three small tensor kernels
 
+# True inside a loss's named_label_errors: that loss has checked (or will explain) the label values, so the
+# losses it calls neither check them again nor rename the error
+_CALLER_OWNS_LABELS = contextvars.ContextVar("lossbook_caller_owns_labels", default=False)
 
-def torch_checks_values(*tensors: torch.Tensor) -> bool:
-    """True when every tensor lives on the CPU, where PyTorch's cross-entropy itself raises ``IndexError`` for a
-    scored target outside ``[0, classes)`` (and never reads an ignored one).  There lossbook does not pre-check
-    the label values: it lets PyTorch check them during the loss, at no extra cost, and only when PyTorch raises
-    runs :func:`check_in_range` to replace PyTorch's terse message with one naming the argument, the value and
-    the shape.  On an accelerator an out-of-range target is a device-side assert that poisons the process, so
-    there the values are checked before the loss (one synchronisation).  A non-tensor counts as checked: the
-    caller's type check, which comes next, names it."""
-    for t in tensors:
-        if isinstance(t, _TENSOR) and not t.is_cpu:
+
+def check_label_values(name: str, labels: torch.Tensor, classes: int, ignore_index: int,
+                       what: str = "class index") -> None:
+    """Every value of ``labels`` in ``[0, classes)`` or ``ignore_index``, checked before the loss where that
+    must be: on an accelerator an out-of-range target is a device-side assert that poisons the process, so
+    the values are read there (one synchronisation, :func:`check_in_range`).  On the CPU nothing is read here:
+    PyTorch's cross-entropy kernel checks every scored label during the loss, and the loss's
+    :class:`named_label_errors` turns its ``IndexError`` into lossbook's message.  Inside another loss's
+    ``named_label_errors`` (a loss calling a loss) the outer one has checked them."""
+    if labels.is_cpu or _CALLER_OWNS_LABELS.get():
+        return
+    check_in_range(name, labels, classes, ignore_index, what)
+
+
+class named_label_errors:  # noqa: N801 (used as ``with named_label_errors(...):``, like a function)
+    """``with named_label_errors("labels", labels, vocab, ignore_index, "token id"):`` around a loss's call of
+    PyTorch's cross-entropy: an out-of-range label raises lossbook's ``ValueError`` naming the argument, the
+    value and the shape of ``labels`` (the caller's tensor), instead of PyTorch's "Target 7 is out of bounds".
+
+    This is the one place of the CPU label check: PyTorch's kernel finds the bad label at no extra cost, and
+    only then are the labels re-read, for the message.  When losses nest (``causal_lm_loss`` calls
+    ``per_position_cross_entropy``, which calls ``fixed_cross_entropy``), the outermost names the error with
+    its own argument and shape; the inner ones pass it through.
+    """
+
+    __slots__ = ("_args", "_token")
+
+    def __init__(self, name: str, labels: torch.Tensor, classes: int, ignore_index: int,
+                 what: str = "class index"):
+        self._args = (name, labels, classes, ignore_index, what)
+
+    def __enter__(self):
+        self._token = None if _CALLER_OWNS_LABELS.get() else _CALLER_OWNS_LABELS.set(True)
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if self._token is None:  # an outer loss names the error
             return False
-    return True
-
-
-_TENSOR = torch.Tensor
-_LONG = torch.long
-_FULL = (torch.float32, torch.float64)
-
-
-def plain_cpu(logits, labels, ignore_index, num_items_in_batch, kwargs) -> bool:
-    """The common call, recognised from metadata alone: plain CPU tensors, float32 or float64 ``logits``, torch.long
-    ``labels``, an ``int`` ``ignore_index``, no ``num_items_in_batch`` or a positive ``int`` one, and no keyword.
-
-    Every loss takes a short path for it: the same checks as always (the caller compares the shapes; PyTorch's CPU
-    kernel checks the label values, see :func:`torch_checks_values`), written as a handful of attribute
-    comparisons instead of a chain of calls, because on a small batch the calls cost as much as the loss (issue 12;
-    benchmarks/ measures it).  Anything else (half precision, other dtypes, tensor counts, keywords, an
-    accelerator, a tensor subclass) takes the general path, which checks it argument by argument and names it;
-    both paths return the same bits (tests/test_overhead.py)."""
-    return (not kwargs and type(ignore_index) is int
-            and (num_items_in_batch is None or (type(num_items_in_batch) is int and num_items_in_batch > 0))
-            and type(logits) is _TENSOR and type(labels) is _TENSOR and logits.is_cpu and labels.is_cpu
-            and labels.dtype is _LONG and logits.dtype in _FULL)
+        _CALLER_OWNS_LABELS.reset(self._token)
+        if kind is not None and issubclass(kind, IndexError):  # PyTorch's "Target 7 is out of bounds."
+            try:
+                check_in_range(*self._args)
+            except ValueError as clear:
+                raise clear from None
+        return False  # no bad label found: PyTorch's own error goes on
 
 
 def _out_of_range(name, target, classes, ignore_index, what, bad) -> None:
@@ -164,20 +180,16 @@ def check_vocab_size(vocab_size, logits: torch.Tensor) -> None:
         )
 
 
-def check_position_labels(name: str, labels, logits: torch.Tensor, ignore_index, what: str = "token id",
-                          values: bool = True) -> None:
+def check_position_labels(name: str, labels, logits: torch.Tensor, ignore_index, what: str = "token id") -> None:
     """One integer label per position of ``logits`` [..., classes]: shape ``logits.shape[:-1]``, each value a
-    class of the last dim or ``ignore_index`` (an int).  ``values=False``: the dtype and shape only (the caller has
-    the values checked by the loss itself, see :func:`torch_checks_values`)."""
+    class of the last dim or ``ignore_index`` (an int; the values as :func:`check_label_values` checks them)."""
     check_integer(name, labels, f"{what}s")
     if labels.shape != logits.shape[:-1]:
         raise ValueError(
             f"{name} must have shape {list(logits.shape[:-1])} (logits {shape_str(logits)} without the last "
             f"dim: one {what} or ignore_index per position), got {shape_str(labels)}"
         )
-    ignore_index = check_ignore_index(ignore_index)
-    if values:
-        check_in_range(name, labels, logits.shape[-1], ignore_index, what)
+    check_label_values(name, labels, logits.shape[-1], check_ignore_index(ignore_index), what)
 
 
 def check_ignore_index(ignore_index, name: str = "ignore_index") -> int:

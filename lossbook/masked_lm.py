@@ -15,15 +15,13 @@ import torch
 
 from ._checks import (
     check_float,
-    check_ignore_index,
     check_integer,
     check_position_labels,
     check_vocab_size,
-    plain_cpu,
+    named_label_errors,
     shape_str,
-    torch_checks_values,
 )
-from .cross_entropy import per_position_cross_entropy, plain_score
+from .cross_entropy import per_position_cross_entropy
 
 __all__ = ["masked_lm_loss", "Masking", "sample_masking", "mask_tokens", "mask_then_score"]
 
@@ -36,52 +34,33 @@ def masked_lm_loss(
     ignore_index: int = -100,
     **kwargs,
 ) -> torch.Tensor:
-    """Cross-entropy of a masked LM: every position whose label is not ``ignore_index`` is scored, no shift.
+    """Cross-entropy of a masked LM: every position whose label is not ``ignore_index``, no shift.
 
-    ``logits``: Float[Tensor, "batch seq vocab"] (any leading dims, e.g. "seq vocab" for one sequence).
-    ``labels``: Long[Tensor, "batch seq"], the original token id at the positions the masking selected
-    and ``ignore_index`` everywhere else (what :func:`mask_tokens` returns).  Position t of the logits is
-    scored against label t: the model sees the whole (corrupted) sequence, so nothing is shifted.
+    ``logits``: Float[Tensor, "batch seq vocab"] (any leading dims).
+    ``labels``: Long[Tensor, "batch seq"], the original token id where the masking selected a
+    position, ``ignore_index`` elsewhere (what :func:`mask_tokens` returns).  The model sees the
+    whole corrupted sequence, so nothing is shifted.
 
-    loss = sum_{t selected} [logsumexp(z_t) - z_t[y_t]] / D, with D = ``num_items_in_batch`` when given
-    (sum-then-divide, for gradient accumulation) and else the number of selected positions.  The gradient
-    with respect to z_t is (softmax(z_t) - onehot(y_t)) / D at selected positions and exactly 0 elsewhere
-    when the logits there are finite (a NaN or -inf logit at an unselected position leaves the loss finite
-    but makes that row's gradient NaN, as in PyTorch and transformers; see ``fixed_cross_entropy``).
+    loss = sum over selected t of [logsumexp(z_t) - z_t[y_t]] / D, D = ``num_items_in_batch`` or
+    the selected count; nothing selected and no count gives 0/0 = NaN (a 4-token sequence under
+    15% masking: probability 0.85**4 = 0.52).  Devlin et al. 2019 (BERT), section 3.1, Task #1.
 
-    Edge cases (as upstream): a batch in which no position was selected (every label ``ignore_index``)
-    gives NaN (0/0, with a zero gradient) unless ``num_items_in_batch`` is given, in which case it
-    contributes 0.  With the usual 15% masking this happens to short sequences: a sequence of 4 tokens has
-    no selected position with probability 0.85**4 = 0.52.
-
-    Differences from transformers ``ForMaskedLMLoss``, each a clear error or a stated choice:
-
-    * ``vocab_size`` defaults to ``logits.shape[-1]``; one that disagrees with it is an error (upstream's
-      ``logits.view(-1, vocab_size)`` silently regroups the numbers into rows of the wrong length).
-    * ``labels`` must have exactly the shape ``logits.shape[:-1]``; upstream flattens both and accepts
-      any labels with the right number of elements (a transposed ``[seq, batch]`` tensor, say).
-    * half and single precision are computed in float32 as upstream; float64 logits stay float64
-      (upstream's ``.float()`` would round them to float32), so ``gradcheck`` can run on this function.
-    * labels of any integer dtype are accepted (upstream refuses int32); the label range is checked.
-    * non-contiguous logits are flattened with ``reshape`` (upstream's ``view`` raises).
-    * ``label_smoothing`` and ``weight`` reach the cross-entropy (upstream swallows them); ``reduction``
-      is refused; other keyword arguments are ignored, as upstream.
+    Upstream: transformers ``loss.loss_utils.ForMaskedLMLoss``; what differs: chapter 03's table.
     """
-    if (plain_cpu(logits, labels, ignore_index, num_items_in_batch, kwargs) and labels.dim() >= 1
-            and labels.shape == logits.shape[:-1]
-            and (vocab_size is None or (type(vocab_size) is int and vocab_size == logits.shape[-1]))):
-        # the common call (see lossbook._checks.plain_cpu): the same checks and loss in fewer steps
-        return plain_score(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), num_items_in_batch,
-                           ignore_index, ("logits", "labels"), "token id", labels)  # []
+    check_masked_lm(logits, labels, vocab_size, ignore_index)
+    with named_label_errors("labels", labels, logits.shape[-1], ignore_index, "token id"):
+        return per_position_cross_entropy(
+            logits, labels, num_items_in_batch, ignore_index, **kwargs
+        )  # []
+
+
+def check_masked_lm(logits, labels, vocab_size, ignore_index) -> None:
+    """:func:`masked_lm_loss`'s inputs, each checked with an error naming it and its shape."""
     check_float("logits", logits)
     if logits.dim() < 2:
         raise ValueError(f"logits must be [batch, seq, vocab] (or [seq, vocab]), got shape {shape_str(logits)}")
     check_vocab_size(vocab_size, logits)
-    ignore_index = check_ignore_index(ignore_index)
-    deferred = torch_checks_values(logits, labels)  # on the CPU the loss's own kernel checks the values
-    check_position_labels("labels", labels, logits, ignore_index, values=not deferred)
-    return per_position_cross_entropy(logits, labels, num_items_in_batch, ignore_index,
-                                      labels_checked=not deferred, shapes_checked=True, **kwargs)  # []
+    check_position_labels("labels", labels, logits, ignore_index)
 
 
 class Masking(NamedTuple):

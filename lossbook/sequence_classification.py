@@ -12,11 +12,12 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_float, check_integer, check_tensor, plain_cpu, shape_str
-from .cross_entropy import _cross_entropy, plain_score
+from ._checks import check_float, check_integer, check_tensor, named_label_errors, shape_str
+from .cross_entropy import fixed_cross_entropy
 
-__all__ = ["PROBLEM_TYPES", "infer_problem_type", "sequence_classification_loss", "last_token_positions",
-           "last_token_pool"]
+__all__ = ["PROBLEM_TYPES", "PROBLEM_LOSSES", "infer_problem_type", "sequence_classification_loss",
+           "check_sequence_classification", "regression_loss", "single_label_loss", "multi_label_loss",
+           "last_token_positions", "last_token_pool"]
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 # the label dtypes transformers reads as class indices; every other dtype (float, but also int8, int16,
@@ -27,10 +28,11 @@ _INDEX_DTYPES = (torch.long, torch.int)
 def infer_problem_type(num_labels: int, labels: torch.Tensor) -> str:
     """The problem type transformers infers when the config leaves it ``None``.
 
-    ``num_labels == 1`` -> ``"regression"``; ``num_labels > 1`` and labels of dtype ``torch.long`` or
-    ``torch.int`` -> ``"single_label_classification"``; anything else -> ``"multi_label_classification"``.
-    Only the labels' dtype is looked at, never their shape or values: float class indices, one-hot rows
-    and int8 indices all infer multi-label (chapter 04 shows what each then does).
+    ``num_labels == 1`` -> ``"regression"``; ``num_labels > 1`` and labels of dtype ``torch.long``
+    or ``torch.int`` -> ``"single_label_classification"``; anything else ->
+    ``"multi_label_classification"``.  Only the labels' dtype is looked at, never their shape or
+    values: float class indices, one-hot rows and int8 indices all infer multi-label (chapter 04
+    shows what each then does).
     """
     num_labels = _check_num_labels(num_labels)
     check_tensor("labels", labels)
@@ -48,56 +50,66 @@ def sequence_classification_loss(
     problem_type: str | None = None,
     **kwargs,
 ) -> torch.Tensor:
-    """The loss of a sequence-classification head, for each of transformers' three problem types.
+    """The loss of a sequence-classification head: three problem types, one function each.
 
-    ``pooled_logits``: Float[Tensor, "batch classes"], one row per sequence (``classes == num_labels``).
-    ``labels``, by problem type (``None`` -> :func:`infer_problem_type`):
+    ``pooled_logits``: Float[Tensor, "batch classes"], one row per sequence, ``classes ==
+    num_labels``.  ``labels``: float targets (``"regression"``); Long[Tensor, "batch"] class
+    indices or ``ignore_index`` (``"single_label_classification"``); float multi-hot rows in
+    [0, 1] (``"multi_label_classification"``).  ``problem_type=None``: :func:`infer_problem_type`,
+    from ``num_labels`` and the labels' dtype only.  The three losses: :func:`regression_loss`,
+    :func:`single_label_loss`, :func:`multi_label_loss` (``PROBLEM_LOSSES``).
 
-    * ``"regression"``: float targets.  ``num_labels == 1``: both tensors are squeezed, as upstream, so
-      ``[batch, 1]`` logits go with ``[batch]`` or ``[batch, 1]`` labels (batch 1 gives two 0-dim
-      tensors).  loss = mean_i (z_i - y_i)^2, dL/dz_i = 2 (z_i - y_i) / N over the N entries.
-      ``num_labels > 1``: labels of exactly the logits' shape ``[batch, classes]``.
-    * ``"single_label_classification"``: Long[Tensor, "batch"] class indices (``[batch, 1]`` too) or
-      ``ignore_index``.  loss = ``fixed_cross_entropy(pooled_logits.view(-1, num_labels), labels.view(-1),
-      **kwargs)`` (so ``num_items_in_batch`` and ``ignore_index`` apply); dL/dz = softmax(z) - onehot(y).
-    * ``"multi_label_classification"``: Float[Tensor, "batch classes"] targets in [0, 1] (multi-hot or
-      soft).  loss = mean over all batch x classes entries of
-      -[y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))]; dL/dz = (sigmoid(z) - y) / (batch * classes).
-
-    Same values, gradients and result dtypes as transformers on every input it accepts, except that a
-    half-precision single-label mean is reduced in float32 (``fixed_cross_entropy``): finite where upstream's
-    float16 sum overflows, within one unit in the last place elsewhere.  The logits are not upcast, as
-    upstream: the result has the dtype torch's MSE, cross-entropy or BCE gives (half logits with float32
-    targets -> float32).
-
-    Edge cases, as upstream: single-label with every label ``ignore_index`` and no
-    ``num_items_in_batch`` gives NaN (0/0, zero gradient); an empty batch gives NaN (mean of nothing).
-    ``num_items_in_batch`` and ``ignore_index`` only act in single-label; regression and multi-label
-    always take the plain mean (upstream drops the keywords there too).
-
-    Differences from upstream, each a clear error instead of a silent surprise:
-
-    * shapes that would broadcast are refused, naming both shapes: regression ``[batch, 1]`` logits
-      against ``[batch]`` labels is fine (the squeeze), but batch-1 logits against several labels,
-      ``[batch, classes]`` against ``[batch]`` or ``[batch, 1]``, ... are not (MSELoss broadcasts them
-      to a wrong mean with only a UserWarning);
-    * ``pooled_logits`` whose last dimension is not ``num_labels`` is refused (upstream's
-      ``.view(-1, num_labels)`` silently regroups the logits), as are labels whose shape is not the
-      logits' leading shape (up to dimensions of size 1);
-    * multi-label labels must be floating point and in [0, 1]: integer labels of another dtype than
-      long/int (int8, int16, uint8, bool), which upstream infers as multi-label and then fails on or
-      misreads, get an error saying which dtype to use; ``-100`` padding, which BCE does not ignore, too;
-    * ``torch.int`` class indices work (upstream infers single-label, then PyTorch refuses int32 targets);
-    * an unknown ``problem_type`` is a ``ValueError`` listing the three valid ones (upstream: RuntimeError);
-    * ``label_smoothing`` and ``weight`` reach the cross-entropy, ``reduction`` is refused
-      (see :func:`lossbook.fixed_cross_entropy`).
+    Upstream: transformers ``loss.loss_utils.ForSequenceClassificationLoss``, same values,
+    gradients and dtypes.  What differs (shapes that would broadcast refused, label dtypes and
+    ranges checked, the config never written to): chapter 04's table.
     """
-    if (problem_type is None and type(num_labels) is int and num_labels > 1
-            and plain_cpu(pooled_logits, labels, -100, None, kwargs) and pooled_logits.dim() == 2
-            and labels.dim() == 1 and pooled_logits.shape[1] == num_labels
-            and labels.shape[0] == pooled_logits.shape[0]):
-        # the common call, single-label classification (see lossbook._checks.plain_cpu): fewer steps, same checks
-        return plain_score(pooled_logits, labels, None, -100, ("pooled_logits", "labels"), "class index")  # []
+    problem_type = check_sequence_classification(labels, pooled_logits, num_labels, problem_type)
+    labels = labels.to(pooled_logits.device)
+    return PROBLEM_LOSSES[problem_type](labels, pooled_logits, int(num_labels), **kwargs)
+
+
+def regression_loss(labels, pooled_logits, num_labels, **kwargs):
+    """Mean squared error, mean_i (z_i - y_i)^2 (``kwargs`` ignored, as upstream).
+
+    With one label both tensors are squeezed, as upstream, so [batch, 1] logits go with [batch]
+    or [batch, 1] labels.
+    """
+    if num_labels == 1:
+        return F.mse_loss(pooled_logits.squeeze(), labels.squeeze())
+    return F.mse_loss(pooled_logits, labels)
+
+
+def single_label_loss(labels, pooled_logits, num_labels, **kwargs):
+    """Chapter 01's cross-entropy over the rows, one class index per row.
+
+    ``num_items_in_batch``, ``ignore_index``, ``label_smoothing`` and ``weight`` act through
+    ``kwargs``.
+    """
+    with named_label_errors("labels", labels, num_labels, kwargs.get("ignore_index", -100)):
+        return fixed_cross_entropy(
+            pooled_logits.reshape(-1, num_labels), labels.reshape(-1), **kwargs
+        )
+
+
+def multi_label_loss(labels, pooled_logits, num_labels, **kwargs):
+    """Binary cross-entropy of every (row, class) entry, averaged over batch x classes.
+
+    -[y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))]; ``kwargs`` ignored, as upstream.
+    """
+    return F.binary_cross_entropy_with_logits(pooled_logits, labels)
+
+
+#: problem type -> its loss, as ``sequence_classification_loss`` dispatches
+PROBLEM_LOSSES = {
+    "regression": regression_loss,
+    "single_label_classification": single_label_loss,
+    "multi_label_classification": multi_label_loss,
+}
+
+
+def check_sequence_classification(labels, pooled_logits, num_labels, problem_type) -> str:
+    """:func:`sequence_classification_loss`'s inputs, each checked with an error naming it and its shape;
+    returns the problem type (inferred when ``None``)."""
     check_float("pooled_logits", pooled_logits)
     check_tensor("labels", labels)
     num_labels = _check_num_labels(num_labels)
@@ -106,41 +118,45 @@ def sequence_classification_loss(
     elif problem_type not in PROBLEM_TYPES:
         raise ValueError(f"problem_type must be one of {', '.join(map(repr, PROBLEM_TYPES))} or None, "
                          f"got {problem_type!r}")
-    labels = labels.to(pooled_logits.device)
-
     if problem_type == "regression":
-        if labels.is_complex():
-            raise TypeError(f"regression labels must be real numbers, got dtype {labels.dtype}")
-        if num_labels == 1:
-            _check_last_dim(pooled_logits, num_labels, allow_squeezed=True)
-            z, y = pooled_logits.squeeze(), labels.squeeze()  # [batch] each ([] for batch 1)
-            if z.shape != y.shape:
-                raise ValueError(
-                    f"regression with num_labels=1: pooled_logits {shape_str(pooled_logits)} and labels "
-                    f"{shape_str(labels)} squeeze to {shape_str(z)} and {shape_str(y)}, which would broadcast "
-                    "(MSELoss only warns); give one label per logit"
-                )
-            return F.mse_loss(z, y)  # []
-        _check_last_dim(pooled_logits, num_labels)
-        _check_same_shape(pooled_logits, labels, "regression")
-        return F.mse_loss(pooled_logits, labels)  # []
+        _check_regression(labels, pooled_logits, num_labels)
+    elif problem_type == "single_label_classification":
+        _check_single_label(labels, pooled_logits, num_labels)
+    else:
+        _check_multi_label(labels, pooled_logits, num_labels)
+    return problem_type
 
-    if problem_type == "single_label_classification":
-        check_integer("labels", labels)
-        _check_last_dim(pooled_logits, num_labels)
-        rows = pooled_logits.shape[:-1]  # [batch]
-        if _squeezed(labels.shape) != _squeezed(rows):
+
+def _check_regression(labels, pooled_logits, num_labels) -> None:
+    if labels.is_complex():
+        raise TypeError(f"regression labels must be real numbers, got dtype {labels.dtype}")
+    if num_labels == 1:
+        _check_last_dim(pooled_logits, num_labels, allow_squeezed=True)
+        z, y = pooled_logits.squeeze(), labels.squeeze()  # [batch] each ([] for batch 1)
+        if z.shape != y.shape:
             raise ValueError(
-                f"single-label labels must hold one class index per row of pooled_logits "
-                f"{shape_str(pooled_logits)}, i.e. have shape {list(rows)} (or {list(rows) + [1]}), "
-                f"got {shape_str(labels)}"
+                f"regression with num_labels=1: pooled_logits {shape_str(pooled_logits)} and labels "
+                f"{shape_str(labels)} squeeze to {shape_str(z)} and {shape_str(y)}, which would broadcast "
+                "(MSELoss only warns); give one label per logit"
             )
-        flat_logits = pooled_logits.reshape(-1, num_labels)  # [batch, classes]
-        num_items, ignore_index = kwargs.pop("num_items_in_batch", None), kwargs.pop("ignore_index", -100)
-        return _cross_entropy(flat_logits, labels.reshape(-1), num_items, ignore_index, kwargs,
-                              ("pooled_logits", "labels"))  # []
+        return
+    _check_last_dim(pooled_logits, num_labels)
+    _check_same_shape(pooled_logits, labels, "regression")
 
-    # multi_label_classification
+
+def _check_single_label(labels, pooled_logits, num_labels) -> None:
+    check_integer("labels", labels)
+    _check_last_dim(pooled_logits, num_labels)
+    rows = pooled_logits.shape[:-1]  # [batch]
+    if _squeezed(labels.shape) != _squeezed(rows):
+        raise ValueError(
+            f"single-label labels must hold one class index per row of pooled_logits "
+            f"{shape_str(pooled_logits)}, i.e. have shape {list(rows)} (or {list(rows) + [1]}), "
+            f"got {shape_str(labels)}"
+        )
+
+
+def _check_multi_label(labels, pooled_logits, num_labels) -> None:
     if not labels.is_floating_point():
         raise TypeError(
             f"multi-label labels must be floating-point multi-hot rows of shape {shape_str(pooled_logits)}, "
@@ -162,7 +178,6 @@ def sequence_classification_loss(
             f"[{labels.min().item():g}, {labels.max().item():g}] with shape {shape_str(labels)}; "
             "binary cross-entropy does not ignore -100 padding, it rewards it without bound"
         )
-    return F.binary_cross_entropy_with_logits(pooled_logits, labels)  # []
 
 
 def _check_num_labels(num_labels) -> int:
@@ -221,17 +236,21 @@ def last_token_positions(input_ids: torch.Tensor, pad_token_id: int) -> torch.Te
     return (positions * real).argmax(dim=-1)  # [batch]: the largest position holding a real token
 
 
-def last_token_pool(logits: torch.Tensor, input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
-    """Float[Tensor, "batch num_labels"]: ``logits`` [batch, seq, num_labels] at :func:`last_token_positions`.
+def last_token_pool(logits: torch.Tensor, input_ids: torch.Tensor,
+                    pad_token_id: int) -> torch.Tensor:
+    """Float[Tensor, "batch num_labels"]: ``logits`` [batch, seq, num_labels] at
+    :func:`last_token_positions`.
 
     What a decoder-only sequence classifier feeds to :func:`sequence_classification_loss` as
     ``pooled_logits`` (transformers' ``GenericForSequenceClassification``).  The classic bug is
-    ``logits[:, -1]``: on a right-padded batch it pools, for every row shorter than the batch, the output at
-    a pad token instead of the output at the row's last token, which is what the model is trained to read.
+    ``logits[:, -1]``: on a right-padded batch it pools, for every row shorter than the batch, the
+    output at a pad token instead of the output at the row's last token, which is what the model is
+    trained to read.
     """
     logits = check_tensor("logits", logits)
     if logits.dim() != 3 or logits.shape[:2] != input_ids.shape:
-        raise ValueError(f"logits must be [batch, seq, num_labels] with [batch, seq] = input_ids' shape "
-                         f"{shape_str(input_ids)}, got {shape_str(logits)}")
+        raise ValueError(f"logits must be [batch, seq, num_labels] with [batch, seq] = input_ids' "
+                         f"shape {shape_str(input_ids)}, got {shape_str(logits)}")
     last = last_token_positions(input_ids, pad_token_id).to(logits.device)  # [batch]
-    return logits[torch.arange(logits.shape[0], device=logits.device), last]  # [batch, num_labels]
+    rows = torch.arange(logits.shape[0], device=logits.device)  # [batch]
+    return logits[rows, last]  # [batch, num_labels]
