@@ -35,7 +35,9 @@ def full_batch_grad(model: torch.nn.Module, micro_batches) -> torch.Tensor:
     return _flat_grad(model)
 
 
-def accumulated_grad(model: torch.nn.Module, micro_batches, *, shared_denominator: bool) -> torch.Tensor:
+def accumulated_grad(
+    model: torch.nn.Module, micro_batches, *, shared_denominator: bool
+) -> torch.Tensor:
     """Accumulate ``backward()`` over micro-batches as a training loop does.
 
     ``shared_denominator=False``: each micro-batch's mean, divided by k (the

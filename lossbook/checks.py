@@ -53,20 +53,24 @@ def print_verdict(text: str, passed: bool) -> None:
 class CheckResult:
     name: str
     value_error: float  # max |candidate - reference| over cases (inf when one is not finite)
-    grad_error: float  # max |d candidate / d input - d reference / d input|
+    grad_error: float  # max |d candidate / d input - d reference / d input|, input: the first float argument
     cases: int
     atol: float
+    other_grad_error: float = 0.0  # the same for every other floating-point tensor argument
+    other_name: str = ""  # the argument where other_grad_error was found
 
     @property
     def passed(self) -> bool:
-        return self.value_error <= self.atol and self.grad_error <= self.atol
+        return max(self.value_error, self.grad_error, self.other_grad_error) <= self.atol
 
     def __str__(self) -> str:
         if self.passed:
             return f"PASS  {self.name:<28} values and gradients within atol {self.atol:g} over {self.cases} cases"
+        other = (f", grad error w.r.t. {self.other_name} {_fmt(self.other_grad_error)}"
+                 if self.other_grad_error > self.atol else "")
         return (
             f"FAIL  {self.name:<28} max value error {_fmt(self.value_error)}, "
-            f"max grad error {_fmt(self.grad_error)} over {self.cases} cases (atol {self.atol:g})"
+            f"max grad error {_fmt(self.grad_error)}{other} over {self.cases} cases (atol {self.atol:g})"
         )
 
     __repr__ = __str__
@@ -90,26 +94,37 @@ def _error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def compare_losses(candidate, reference, cases, *, atol: float = 1e-6, name: str | None = None) -> CheckResult:
-    """Run ``candidate(**case)`` and ``reference(**case)`` on every case; compare values and grads.
+    """Run ``candidate(**case)`` and ``reference(**case)`` on every case; compare values and gradients.
 
-    The gradient is taken with respect to the case's first tensor argument
-    (``source`` / logits), summing the loss if it is not a scalar.
+    The gradients are taken with respect to **every** floating-point tensor argument of the case (the loss is
+    summed if it is not a scalar), so an answer that detaches one input (a reference log-prob, the end logits, a
+    rejected reward) fails.  ``grad_error`` is the error of the first such argument (the logits, usually) and
+    ``other_grad_error`` the largest over the others.  A loss that does not depend on an argument has a zero
+    gradient there; a result that requires no gradient at all has zero gradients everywhere.
     """
-    value_err, grad_err = 0.0, 0.0
+    value_err, grad_err, other_err, other_name = 0.0, 0.0, 0.0, ""
     for case in cases:
-        first = next(iter(case))
+        floats = [k for k, v in case.items() if torch.is_tensor(v) and v.is_floating_point()]
         outs, grads = [], []
         for fn in (candidate, reference):
             args = dict(case)
-            leaf = args[first].detach().clone().requires_grad_(True)
-            args[first] = leaf
+            leaves = {k: args[k].detach().clone().requires_grad_(True) for k in floats}
+            args.update(leaves)
             out = fn(**args)
-            out.sum().backward()
+            if torch.is_tensor(out) and out.requires_grad:
+                out.sum().backward()
             outs.append(out)
-            grads.append(leaf.grad if leaf.grad is not None else torch.zeros_like(leaf))
+            grads.append({k: leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+                          for k, leaf in leaves.items()})
         value_err = max(value_err, _error(*outs))
-        grad_err = max(grad_err, _error(*grads))
-    return CheckResult(name or getattr(candidate, "__name__", "candidate"), value_err, grad_err, len(cases), atol)
+        for i, key in enumerate(floats):
+            err = _error(grads[0][key], grads[1][key])
+            if i == 0:
+                grad_err = max(grad_err, err)
+            elif err > other_err:
+                other_err, other_name = err, key
+    return CheckResult(name or getattr(candidate, "__name__", "candidate"), value_err, grad_err, len(cases), atol,
+                       other_err, other_name)
 
 
 def cross_entropy_cases(seed: int = 0, *, dtype=torch.float32, extreme: bool = True) -> list[dict]:
@@ -157,7 +172,8 @@ def check_function(name: str, candidate, reference, cases, *, atol: float = 1e-5
         return print_verdict(f"FAIL  {name}: your function raised {type(err).__name__}: {err} (it is called with the "
                        f"keyword arguments {keywords})", False)
     if not result.passed:  # no distance: it would hint at the answer
-        what = "values" if result.value_error > atol else "gradients"
+        what = "values" if result.value_error > atol else (
+            "gradients" if result.grad_error > atol else f"gradients with respect to {result.other_name}")
         return print_verdict(f"FAIL  {name}: {what} differ from the reference beyond atol {atol:g} "
                              f"(over {result.cases} cases)", False)
     print_verdict(str(result), result.passed)

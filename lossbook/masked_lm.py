@@ -99,71 +99,91 @@ def sample_masking(
 ) -> Masking:
     """Draw the random choices of BERT's masking for ``input_ids`` (Long[Tensor, "batch seq"]).
 
-    Random numbers are drawn from ``generator`` (a CPU ``torch.Generator``; ``None`` = the global one) in
-    the order and shapes of transformers' ``DataCollatorForLanguageModeling.torch_mask_tokens``, so the
-    same seed gives the same masking as the collator:
+    Random numbers come from ``generator`` (a CPU ``torch.Generator``; ``None`` = the global
+    one) in the order and shapes of transformers' ``torch_mask_tokens`` (in
+    ``DataCollatorForLanguageModeling``), so the same seed gives the collator's masking:
 
-    1. ``selected ~ Bernoulli(mlm_probability)`` per position, probability 0 for special tokens
+    1. ``selected ~ Bernoulli(mlm_probability)`` per position, 0 for special tokens
        (ids in ``special_ids``, or positions where ``special_tokens_mask`` is true);
     2. ``replaced = Bernoulli(mask_replace_prob) & selected``;
-    3. ``randomized = Bernoulli(random_replace_prob / (1 - mask_replace_prob)) & selected & ~replaced``
-       (the conditional probability that makes ``random_replace_prob`` the unconditional share), skipped
-       when ``mask_replace_prob == 1`` or ``random_replace_prob == 0``;
-    4. ``random_ids ~ Uniform{0, ..., vocab_size - 1}``: the whole vocabulary, special tokens included, as
-       upstream draws from ``len(tokenizer)``; a "random" token may equal the original one.
+    3. ``randomized = Bernoulli(random_replace_prob / (1 - mask_replace_prob)) & selected
+       & ~replaced`` (the conditional probability that makes ``random_replace_prob`` the
+       unconditional share), skipped if ``mask_replace_prob == 1`` or ``random_replace_prob == 0``;
+    4. ``random_ids ~ Uniform{0, ..., vocab_size - 1}``: the whole vocabulary, special tokens
+       included, as upstream draws from ``len(tokenizer)``; a "random" token may equal the original.
     """
     check_integer("input_ids", input_ids, "token ids")
     if input_ids.dim() == 0:
-        raise ValueError("input_ids must have a sequence dimension (shape [batch, seq] or [seq]), got a 0-dim tensor")
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral) or vocab_size < 1:
+        raise ValueError("input_ids must have a sequence dimension (shape [batch, seq] or [seq]), "
+                         "got a 0-dim tensor")
+    if (isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral)
+            or vocab_size < 1):
         raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
     mlm_probability = _probability("mlm_probability", mlm_probability)
     mask_replace_prob = _probability("mask_replace_prob", mask_replace_prob)
     random_replace_prob = _probability("random_replace_prob", random_replace_prob)
     if mask_replace_prob + random_replace_prob > 1:
         raise ValueError(
-            f"mask_replace_prob + random_replace_prob must not exceed 1 (the rest stays unchanged), "
-            f"got {mask_replace_prob} + {random_replace_prob}"
+            f"mask_replace_prob + random_replace_prob must not exceed 1 "
+            f"(the rest stays unchanged), got {mask_replace_prob} + {random_replace_prob}"
         )
     ids = input_ids.detach().cpu()  # [batch, seq]; the caller's tensor is never written to
     if ids.numel():
         low, high = int(ids.min()), int(ids.max())
         if low < 0 or high >= vocab_size:
             raise ValueError(
-                f"input_ids holds token id {low if low < 0 else high}, outside [0, {vocab_size}) for "
-                f"vocab_size={vocab_size} (shape {shape_str(input_ids)})"
+                f"input_ids holds token id {low if low < 0 else high}, "
+                f"outside [0, {vocab_size}) for vocab_size={vocab_size} "
+                f"(shape {shape_str(input_ids)})"
             )
     if special_tokens_mask is not None:
-        if not torch.is_tensor(special_tokens_mask) or special_tokens_mask.shape != input_ids.shape:
+        if (not torch.is_tensor(special_tokens_mask)
+                or special_tokens_mask.shape != input_ids.shape):
             is_tensor = torch.is_tensor(special_tokens_mask)
-            got = shape_str(special_tokens_mask) if is_tensor else type(special_tokens_mask).__name__
+            got = (shape_str(special_tokens_mask) if is_tensor
+                   else type(special_tokens_mask).__name__)
             raise ValueError(
-                f"special_tokens_mask must be a tensor of the shape of input_ids {shape_str(input_ids)}, got {got}"
+                f"special_tokens_mask must be a tensor of the shape of input_ids "
+                f"{shape_str(input_ids)}, got {got}"
             )
         special = special_tokens_mask.detach().cpu().bool()
     else:
         special = torch.zeros(ids.shape, dtype=torch.bool)
-    if special_ids is None or isinstance(special_ids, (str, bytes)) or not hasattr(special_ids, "__iter__"):
+    if (special_ids is None or isinstance(special_ids, (str, bytes))
+            or not hasattr(special_ids, "__iter__")):
         raise TypeError(f"special_ids must be an iterable of token ids (use () for none), got "
                         f"{type(special_ids).__name__}")
     for s in special_ids:
         if isinstance(s, bool) or not isinstance(s, numbers.Integral):
-            raise TypeError(f"special_ids must hold int token ids, got {s!r} ({type(s).__name__})")
+            raise TypeError(f"special_ids must hold int token ids, "
+                            f"got {s!r} ({type(s).__name__})")
         special = special | (ids == int(s))
 
-    # the same calls, shapes and dtypes as torch_mask_tokens: the generator's stream is consumed identically
+    # the same calls, shapes and dtypes as torch_mask_tokens:
+    # the generator's stream is consumed identically
     probability_matrix = torch.full(ids.shape, mlm_probability)  # [batch, seq]
     probability_matrix.masked_fill_(special, value=0.0)
     selected = torch.bernoulli(probability_matrix, generator=generator).bool()  # [batch, seq]
-    replaced = torch.bernoulli(torch.full(ids.shape, mask_replace_prob), generator=generator).bool() & selected
+    replaced = (torch.bernoulli(torch.full(ids.shape, mask_replace_prob), generator=generator)
+                .bool() & selected)
     if mask_replace_prob == 1 or random_replace_prob == 0:
         return Masking(selected, replaced, torch.zeros_like(selected), None)
     scaled = random_replace_prob / (1 - mask_replace_prob)  # P(random | selected, not replaced)
-    randomized = torch.bernoulli(torch.full(ids.shape, scaled), generator=generator).bool() & selected & ~replaced
-    random_ids = torch.randint(vocab_size, ids.shape, dtype=torch.long, generator=generator)  # [batch, seq]
+    randomized = (torch.bernoulli(torch.full(ids.shape, scaled), generator=generator).bool()
+                  & selected & ~replaced)
+    random_ids = torch.randint(vocab_size, ids.shape, dtype=torch.long,
+                               generator=generator)  # [batch, seq]
     return Masking(selected, replaced, randomized, random_ids)
 
 
+# mask_tokens' differences from upstream's ``torch_mask_tokens``, in full:
+# - ``ignore_index`` is a parameter (upstream writes -100) and must not be a token id;
+# - ids, probabilities, ``special_ids`` and the mask token are checked;
+# - ``input_ids`` is never modified (upstream's ``torch_mask_tokens`` writes into its argument);
+# - the outputs are on ``input_ids``' device;
+# - ``labels`` are always ``torch.long`` (upstream keeps the input dtype, where -100 wraps to a
+#   real token id in ``uint8``); ``inputs`` keep ``input_ids``' dtype, which must hold every id
+#   of the vocabulary.
 def mask_tokens(
     input_ids: torch.Tensor,
     mask_token_id: int,
@@ -177,25 +197,20 @@ def mask_tokens(
     special_tokens_mask: torch.Tensor | None = None,
     return_masking: bool = False,
 ):
-    """BERT's masking: ``(inputs, labels)`` for a masked LM, Int[Tensor, "batch seq"] like ``input_ids`` and
-    Long[Tensor, "batch seq"].
+    """BERT's masking: ``(inputs, labels)`` for a masked LM, Int[Tensor, "batch seq"] like
+    ``input_ids`` and Long[Tensor, "batch seq"].
 
-    Each non-special token is selected with probability ``mlm_probability``; ``labels`` hold the original
-    id at the selected positions and ``ignore_index`` everywhere else.  Of the selected positions, a share
-    ``mask_replace_prob`` (80%) becomes ``mask_token_id`` in ``inputs``, ``random_replace_prob`` (10%) a
-    random id from ``[0, vocab_size)``, and the rest (10%) keep their token.  See :func:`sample_masking`
-    for the random draws, which follow transformers' ``DataCollatorForLanguageModeling`` call for call:
-    with ``generator=torch.Generator().manual_seed(s)`` the result equals the collator's with ``seed=s``.
+    Each non-special token is selected with probability ``mlm_probability``; ``labels`` hold
+    the original id there and ``ignore_index`` everywhere else.  Of the selected positions, a
+    share ``mask_replace_prob`` (80%) becomes ``mask_token_id`` in ``inputs``,
+    ``random_replace_prob`` (10%) a random id from ``[0, vocab_size)``, and the rest (10%) keep
+    their token.  The draws (:func:`sample_masking`) follow transformers' collator call for call:
+    ``generator=torch.Generator().manual_seed(s)`` gives the collator's masking with ``seed=s``.
 
-    ``special_ids`` (e.g. the pad and mask ids) or a ``special_tokens_mask`` keep positions out of the
-    selection.  ``input_ids`` is never modified (upstream's ``torch_mask_tokens`` writes into its argument).
-    ``return_masking=True`` also returns the :class:`Masking` (which positions went which way).
-
-    Differences from upstream: ``ignore_index`` is a parameter (upstream writes -100) and must not be a
-    token id; ids, probabilities, ``special_ids`` and the mask token are checked; the outputs are on
-    ``input_ids``' device.  ``labels`` are always ``torch.long`` (upstream keeps the input dtype, where -100
-    wraps to a real token id in ``uint8``); ``inputs`` keep ``input_ids``' dtype, which must hold every id of
-    the vocabulary.
+    ``special_ids`` (e.g. the pad and mask ids) or a ``special_tokens_mask`` keep positions out
+    of the selection; ``return_masking=True`` also returns the :class:`Masking`.  Unlike upstream,
+    ``input_ids`` is never modified, ``ignore_index`` is a parameter (not a token id), inputs are
+    checked, and ``labels`` are always ``torch.long`` (-100 would wrap in ``uint8``).
     """
     if isinstance(mask_token_id, bool) or not isinstance(mask_token_id, numbers.Integral):
         raise TypeError(f"mask_token_id must be an int, got {type(mask_token_id).__name__}")
@@ -204,15 +219,19 @@ def mask_tokens(
     masking = sample_masking(input_ids, vocab_size, mlm_probability, special_ids, generator,
                              mask_replace_prob, random_replace_prob, special_tokens_mask)
     if not 0 <= mask_token_id < vocab_size:
-        raise ValueError(f"mask_token_id={mask_token_id} is outside [0, {vocab_size}) for vocab_size={vocab_size}")
+        raise ValueError(f"mask_token_id={mask_token_id} is outside [0, {vocab_size}) "
+                         f"for vocab_size={vocab_size}")
     if 0 <= ignore_index < vocab_size:
-        raise ValueError(f"ignore_index={ignore_index} is a token id in [0, {vocab_size}): labels would be ambiguous")
+        raise ValueError(f"ignore_index={ignore_index} is a token id in [0, {vocab_size}): "
+                         f"labels would be ambiguous")
     largest = torch.iinfo(input_ids.dtype).max
     if vocab_size - 1 > largest:
-        raise ValueError(f"input_ids of dtype {input_ids.dtype} (largest value {largest}) cannot hold the ids of "
-                         f"vocab_size={vocab_size}: random replacements would wrap around; use input_ids.long()")
+        raise ValueError(f"input_ids of dtype {input_ids.dtype} (largest value {largest}) "
+                         f"cannot hold the ids of vocab_size={vocab_size}: "
+                         f"random replacements would wrap around; use input_ids.long()")
     ids = input_ids.detach().cpu()  # [batch, seq]
-    labels = ids.to(torch.long, copy=True)  # a long copy: ignore_index (-100) must not wrap in a narrow dtype
+    # a long copy: ignore_index (-100) must not wrap in a narrow dtype
+    labels = ids.to(torch.long, copy=True)
     labels[~masking.selected] = ignore_index  # only the selected positions are scored
     inputs = ids.clone()  # a copy: the caller's tensor stays as it was
     inputs[masking.replaced] = mask_token_id

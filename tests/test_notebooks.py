@@ -157,6 +157,57 @@ def test_code_lines_fit_the_page(path):
     assert not long, f"code cell (index, line length) over 100 characters: {long}"
 
 
+RENDERED_FITS = ("01_", "02_", "03_", "04_", "05_", "06_", "09_")  # the small lossbook (issue 23); extend
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name.startswith(RENDERED_FITS)], ids=lambda p: p.name)
+def test_rendered_code_fits_the_page(path):
+    """What ``show_source`` renders (the stored output the book shows) has lines of at most 100 characters: the
+    book's column clips longer ones, and a reader should not scroll to see a loss."""
+    nb = nbformat.read(path, as_version=4)
+    long = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or "show_source(" not in cell.source:
+            continue
+        for out in cell.get("outputs", []):
+            text = out.get("data", {}).get("text/markdown", "")
+            long += [(i, len(line), line.strip()[:40]) for line in text.splitlines() if len(line) > 100]
+    assert not long, f"rendered lines over 100 characters (cell, length, start): {long}"
+
+
+def _rendered(nb) -> list[tuple[int, str, str]]:
+    """(cell index, the expression, the stored Markdown) of every cell that is one ``show_source(...)`` call."""
+    out = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        calls = [n for n in ast.walk(ast.parse(_python(cell.source))) if isinstance(n, ast.Call)
+                 and getattr(n.func, "id", None) == "show_source" and len(n.args) == 1]
+        if len(calls) == 1:
+            text = "".join(o.get("data", {}).get("text/markdown", "") for o in cell.get("outputs", []))
+            out.append((i, ast.unparse(calls[0].args[0]), text))
+    return out
+
+
+def test_rendered_code_is_the_code_that_runs(nb):
+    """Every stored ``show_source`` output (what the book shows) equals the package's current source: a chapter
+    re-executed before its function changed would show a reader code that no longer runs.  The names are
+    resolved through the chapter's own import statements."""
+    from lossbook import show_source
+
+    namespace: dict = {}
+    for cell in _code(nb):
+        for node in ast.parse(_python(cell.source)).body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                exec(compile(ast.Module([node], []), "<imports>", "exec"), namespace)  # noqa: S102
+    stale = []
+    for i, expression, stored in _rendered(nb):
+        obj = eval(expression, namespace)  # noqa: S307 (a name or attribute from the chapter's imports)
+        if stored != show_source(obj).data:
+            stale.append((i, expression))
+    assert not stale, f"stored renders older than the code (cell, object); re-execute the notebook: {stale}"
+
+
 def test_exercises_follow_the_nbgrader_convention(nb):
     """Issue 16: a solution cell with a solution region, then its locked test cell with points; ids unique."""
     graded = [(i, c) for i, c in enumerate(nb.cells) if "nbgrader" in c.metadata]

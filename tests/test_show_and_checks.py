@@ -164,3 +164,46 @@ def test_verdicts_print_the_tolerance_never_the_measured_error(capsys):
         assert not re.search(r"\d\.\de[-+]\d\d|0\.0123|1\.2e", line), line
     result = checks.compare_losses(lambda **kw: fixed_cross_entropy(**kw) + 0.25, fixed_cross_entropy, cases)
     assert "FAIL" in str(result) and "max value error 2.5e-01" in str(result)  # a bug's error is shown
+
+
+def test_a_detached_second_input_fails_the_check(capsys):
+    """Issue 24: the gradients are compared with respect to every floating-point argument, so an answer that
+    detaches one (here the rejected reward of a pairwise loss, or the end logits of the QA loss) fails, while the
+    faithful answer passes; the verdict names the argument, never a distance."""
+    import torch.nn.functional as F
+
+    import lossbook
+
+    g = torch.Generator().manual_seed(0)
+    pairs = [{"chosen": torch.randn(6, generator=g), "rejected": torch.randn(6, generator=g)} for _ in range(3)]
+
+    def reference(chosen, rejected):
+        return -F.logsigmoid(chosen - rejected).mean()
+
+    def detached(chosen, rejected):
+        return -F.logsigmoid(chosen - rejected.detach()).mean()
+
+    assert checks.compare_losses(reference, reference, pairs).passed
+    result = checks.compare_losses(detached, reference, pairs)
+    assert not result.passed and result.grad_error == 0.0 and result.other_name == "rejected"
+    assert "grad error w.r.t. rejected" in str(result)
+    checks.check_function("ex", detached, reference, pairs)
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "gradients with respect to rejected" in out and "error" not in out
+
+    from lossbook.demos.question_answering import question_answering_cases
+
+    cases = question_answering_cases(seed=0)
+
+    def end_detached(start_logits, end_logits, start_positions, end_positions, **kw):
+        return lossbook.question_answering_loss(start_logits, end_logits.detach(), start_positions, end_positions,
+                                                **kw)
+
+    assert checks.compare_losses(lossbook.question_answering_loss, lossbook.question_answering_loss, cases).passed
+    assert not checks.compare_losses(end_detached, lossbook.question_answering_loss, cases).passed
+
+
+def test_a_constant_answer_gets_a_verdict_not_a_traceback(capsys):
+    cases = checks.cross_entropy_cases(seed=0)
+    checks.check_function("ex", lambda **kw: torch.tensor(1.0), fixed_cross_entropy, cases)
+    assert capsys.readouterr().out.startswith("FAIL  ex: values differ")

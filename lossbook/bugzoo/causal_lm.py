@@ -15,13 +15,13 @@ __all__ = ["shifts_twice", "forgets_to_shift", "scores_the_padding", "shifts_eac
 
 
 def shifts_twice(logits, labels, ignore_index=-100):
-    """BUG: the data pipeline already shifted the labels, and the loss shifts them again (predicts t + 2)."""
-    already_shifted = next_token_labels(labels, ignore_index)  # [batch, seq], done by the collator
-    return causal_lm_loss(logits, already_shifted, ignore_index=ignore_index)  # shifted a second time
+    """BUG: the data pipeline already shifted the labels; the loss shifts them again (t + 2)."""
+    already_shifted = next_token_labels(labels, ignore_index)  # [batch, seq], by the collator
+    return causal_lm_loss(logits, already_shifted, ignore_index=ignore_index)  # shifted again
 
 
 def forgets_to_shift(logits, labels, ignore_index=-100):
-    """BUG: position t is scored against token t, which it can see; a model that copies its input wins."""
+    """BUG: position t is scored against token t, which it can see; copying the input wins."""
     flat_logits = logits.float().reshape(-1, logits.shape[-1])  # [batch*seq, vocab]
     return F.cross_entropy(flat_logits, labels.reshape(-1), ignore_index=ignore_index)  # no shift
 

@@ -31,15 +31,21 @@ def scores_every_position(logits, input_ids, seed, mask_token_id, vocab_size, sp
 
 def scores_only_mask_positions(logits, input_ids, seed, mask_token_id, vocab_size, special_ids=(),
                                mlm_probability=0.15):
-    """BUG: labels recovered as "wherever the input is <mask>", so the random and unchanged 20% are not scored."""
-    inputs, _labels = _mask(input_ids, seed, mask_token_id, vocab_size, special_ids, mlm_probability)
-    labels = torch.where(inputs == mask_token_id, input_ids, torch.full_like(input_ids, -100))  # [batch, seq]
+    """BUG: labels recovered as "wherever the input is <mask>": the random and unchanged 20%
+    are not scored."""
+    inputs, _labels = _mask(input_ids, seed, mask_token_id, vocab_size, special_ids,
+                            mlm_probability)
+    labels = torch.where(inputs == mask_token_id, input_ids,
+                         torch.full_like(input_ids, -100))  # [batch, seq]
     return masked_lm_loss(logits, labels)
 
 
-def shifts_labels(logits, input_ids, seed, mask_token_id, vocab_size, special_ids=(), mlm_probability=0.15):
-    """BUG: the labels shifted one step left, as a causal LM's loss does: position t is scored on token t + 1."""
-    _inputs, labels = _mask(input_ids, seed, mask_token_id, vocab_size, special_ids, mlm_probability)
+def shifts_labels(logits, input_ids, seed, mask_token_id, vocab_size, special_ids=(),
+                  mlm_probability=0.15):
+    """BUG: the labels shifted one step left, as a causal LM's loss does: position t is scored
+    on token t + 1."""
+    _inputs, labels = _mask(input_ids, seed, mask_token_id, vocab_size, special_ids,
+                            mlm_probability)
     shifted = F.pad(labels, (0, 1), value=-100)[..., 1:]  # [batch, seq]
     return masked_lm_loss(logits, shifted)
 

@@ -51,14 +51,16 @@ def label_all_tokens_loss(logits, labels, num_labels, word_ids=None, ignore_inde
     return F.cross_entropy(logits.reshape(-1, num_labels).float(), every.reshape(-1), ignore_index=ignore_index)
 
 
-def copies_b_onto_continuations(logits, labels, num_labels, word_ids=None, ignore_index=-100, **kwargs):
+def copies_b_onto_continuations(logits, labels, num_labels, word_ids=None, ignore_index=-100,
+                                **kwargs):
     """BUG: every piece labelled with its word's tag verbatim, ``B-`` included.
 
     "Srinivasa" becomes ``B-PER B-PER B-PER``, which BIO decoding over the pieces reads as three
     people; and a word of k pieces still counts k times.  Fails against ``label_all_tokens_loss``.
     """
     every = _relabel_continuations(labels, word_ids, None)
-    return F.cross_entropy(logits.reshape(-1, num_labels).float(), every.reshape(-1), ignore_index=ignore_index)
+    return F.cross_entropy(logits.reshape(-1, num_labels).float(), every.reshape(-1),
+                           ignore_index=ignore_index)
 
 
 # The first edition's name for the same function (kept for code that imports it).
@@ -72,9 +74,10 @@ def scores_padding_as_tag_0(logits, labels, num_labels, attention_mask=None, ign
 
 
 def shifted_like_causal_lm(logits, labels, num_labels, ignore_index=-100, **kwargs):
-    """BUG: the causal-LM shift applied to tags; token t is scored against the tag of token t + 1."""
+    """BUG: the causal-LM shift applied to tags; token t is scored against the tag of t + 1."""
     shifted = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]  # [batch, seq]
-    return F.cross_entropy(logits.reshape(-1, num_labels).float(), shifted.reshape(-1), ignore_index=ignore_index)
+    return F.cross_entropy(logits.reshape(-1, num_labels).float(), shifted.reshape(-1),
+                           ignore_index=ignore_index)
 
 
 def per_sentence_mean_of_means(logits, labels, num_labels, ignore_index=-100, **kwargs):

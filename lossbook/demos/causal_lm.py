@@ -212,30 +212,35 @@ def mean_nll(model, input_ids: torch.Tensor, shift_labels: torch.Tensor, batch_s
     return loss
 
 
-def sharded_losses(logits: torch.Tensor, labels: torch.Tensor, shards: int, *, shift: str = "once",
-                   ignore_index: int = -100) -> list[torch.Tensor]:
-    """Split the sequence dimension into ``shards`` pieces (context parallelism) and score each piece.
+def sharded_losses(logits: torch.Tensor, labels: torch.Tensor, shards: int, *,
+                   shift: str = "once", ignore_index: int = -100) -> list[torch.Tensor]:
+    """Split the sequence dimension into ``shards`` pieces (context parallelism); score each.
 
-    ``shift="once"``: shift the full labels first, hand each shard its piece as ``shift_labels`` (the
-    transformers recipe); ``shift="local"``: let each shard shift its own labels, which loses the target of
-    every shard's last position.  Both divide by one shared ``num_items_in_batch``, the kept targets of
-    the full sequence, so the shard losses add up to a whole-sequence loss.
+    ``shift="once"``: shift the full labels first, hand each shard its piece as
+    ``shift_labels`` (the transformers recipe); ``shift="local"``: let each shard shift
+    its own labels, which loses the target of every shard's last position.  Both divide
+    by one shared ``num_items_in_batch``, the kept targets of the full sequence, so the
+    shard losses add up to a whole-sequence loss.
     """
     check_float("logits", logits)
     check_rank("logits", logits, (3,), "[batch, seq, vocab]")
     if labels.shape != logits.shape[:-1]:
-        raise ValueError(f"labels must have shape {list(logits.shape[:-1])}, got {shape_str(labels)}")
+        raise ValueError(f"labels must have shape {list(logits.shape[:-1])}, "
+                         f"got {shape_str(labels)}")
     if shift not in ("once", "local"):
         raise ValueError(f"shift must be 'once' or 'local', got {shift!r}")
     full_targets = next_token_labels(labels, ignore_index)  # [batch, seq]
     total = (full_targets != ignore_index).sum()  # [] the shared denominator
-    pieces = zip(logits.chunk(shards, dim=1), labels.chunk(shards, dim=1), full_targets.chunk(shards, dim=1))
+    pieces = zip(logits.chunk(shards, dim=1), labels.chunk(shards, dim=1),
+                 full_targets.chunk(shards, dim=1))
     out = []
     for z, y, t in pieces:  # z: [batch, seq/shards, vocab]
         if shift == "once":
-            out.append(causal_lm_loss(z, None, shift_labels=t, num_items_in_batch=total, ignore_index=ignore_index))
+            out.append(causal_lm_loss(z, None, shift_labels=t, num_items_in_batch=total,
+                                      ignore_index=ignore_index))
         else:
-            out.append(causal_lm_loss(z, y, num_items_in_batch=total, ignore_index=ignore_index))
+            out.append(causal_lm_loss(z, y, num_items_in_batch=total,
+                                      ignore_index=ignore_index))
     return out
 
 

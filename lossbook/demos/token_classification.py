@@ -112,7 +112,7 @@ def align_labels(
     ignore_index: int = IGNORE_INDEX,
     b_to_i=B_TO_I,
 ) -> list[int]:
-    """One label per token from one label per word (the Hugging Face ``tokenize_and_align_labels`` recipe).
+    """One label per token from one label per word (Hugging Face's ``tokenize_and_align_labels``).
 
     A token with word id ``None`` (special token, padding) gets ``ignore_index``;
     the first piece of a word gets the word's label; a continuation piece gets
@@ -126,7 +126,8 @@ def align_labels(
     """
     words = 1 + max((w for w in word_ids if w is not None), default=-1)
     if len(word_labels) != words:
-        raise ValueError(f"word_labels has {len(word_labels)} labels for the {words} words that word_ids number")
+        raise ValueError(f"word_labels has {len(word_labels)} labels for the {words} words "
+                         f"that word_ids number")
     labels, previous = [], None
     for word_id in word_ids:
         if word_id is None:
@@ -348,12 +349,13 @@ def train_tagger(
     desc: str = "tagger",
     progress: bool = True,
 ):
-    """Train a ``TokenTagger(vocab_size, tags)`` with ``token_classification_loss`` on ``train_enc`` (``encode_batch``).
+    """Train a ``TokenTagger(vocab_size, tags)`` with ``token_classification_loss`` on
+    ``train_enc`` (from ``encode_batch``).
 
-    Every ``eval_every`` steps the validation entity F1 (``val_enc`` decoded with ``reading``, against
-    ``val_gold``) is logged as ``val_f1``; the returned model is the checkpoint with the best validation
-    F1 (the earliest on ties): model selection never sees the test split.  Returns
-    ``(model, history, best_step)``.
+    Every ``eval_every`` steps the validation entity F1 (``val_enc`` decoded with ``reading``,
+    against ``val_gold``) is logged as ``val_f1``; the returned model is the checkpoint with the
+    best validation F1 (the earliest on ties): model selection never sees the test split.
+    Returns ``(model, history, best_step)``.
     """
     from ..token_classification import token_classification_loss
     from ..train import train
@@ -364,7 +366,8 @@ def train_tagger(
     model = TokenTagger(vocab_size, num_tags)
 
     def loss_fn(model, input_ids, labels):
-        return token_classification_loss(model(input_ids), labels, num_tags)  # [batch, seq, tags], [batch, seq]
+        # logits [batch, seq, tags], labels [batch, seq]
+        return token_classification_loss(model(input_ids), labels, num_tags)
 
     def get_batch(step):
         idx = torch.randint(0, len(train_enc["input_ids"]), (batch,), generator=data_gen)
@@ -386,7 +389,7 @@ def train_tagger(
         eval_every=eval_every,
         progress=progress,
         desc=desc,
-        keep_best="val_f1",  # the best validation checkpoint (earliest on ties), loaded back by train
+        keep_best="val_f1",  # the best validation checkpoint (earliest on ties), loaded back
     )
     return model, history, history.best_step
 
