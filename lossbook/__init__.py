@@ -7,19 +7,25 @@ One import gives a chapter everything it uses::
 """
 
 from importlib import import_module as _import_module
+from os import environ as _environ
 
 from .causal_lm import causal_lm_loss
 from .chunked import chunked_cross_entropy
 from .cross_entropy import fixed_cross_entropy
 from .device import demo_seed, pick_device, pin_threads, seed_everything
 from .dpo import dpo_loss, sequence_logps
-from .loss_mapping import LOSS_MAPPING
+from .loss_mapping import LOSS_MAPPING, use_lossbook_losses
 from .masked_lm import masked_lm_loss
 from .question_answering import question_answering_loss
 from .reward import pairwise_accuracy, pairwise_reward_loss, preference_probs
 from .sequence_classification import sequence_classification_loss
 from .spin import spin_loss
 from .token_classification import token_classification_loss
+
+if _environ.get("LOSSBOOK_TRACE_DIR"):  # tests only: which lines ran (lossbook/_trace.py)
+    from ._trace import install as _install_trace
+
+    _install_trace()
 
 # The teaching layers (sympy, matplotlib, ipywidgets, tqdm, IPython) load on first use (PEP 562), so a
 # training script that imports lossbook for a loss pays for torch alone (tests/test_import_cost.py).
@@ -60,6 +66,7 @@ def __dir__():
 __version__ = "0.1.0"
 
 __all__ = [
+    "use_lossbook_losses",
     "accumulation",
     "bugzoo",
     "checks",

@@ -6,12 +6,15 @@ Chapter: notebooks/09_dpo.ipynb.  Upstream: TRL 1.16 ``trl.trainer.dpo_trainer.D
 DPO (Rafailov et al. 2023, "Direct Preference Optimization: Your Language Model is Secretly a Reward
 Model", Eq. 7) trains a policy pi from pairs (prompt x, chosen y_w, rejected y_l) with a frozen reference
 pi_ref: the implicit reward of a completion is r = beta * (log pi(y|x) - log pi_ref(y|x)), and the loss is
--log sigmoid(r_w - r_l).  ``sequence_logps`` turns logits into the log pi(y|x) that the loss needs;
-``dpo_loss`` turns the four log-prob vectors into per-pair losses and the detached implicit rewards.
+-log sigmoid(r_w - r_l).  ``sequence_logps`` turns logits into the log pi(y|x) that the loss needs
+(``pair_logps`` runs a model on a batch of pairs); ``dpo_loss`` checks the four log-prob vectors and the
+settings in one call (``_check_dpo_inputs``) and hands them to ``LOSS_FUNCTIONS[loss_type]``: one small
+function per loss type, written like its TRL branch, naming its paper and that branch.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -20,7 +23,8 @@ import torch.nn.functional as F
 
 from ._checks import check_float, check_integer, check_rank, shape_str
 
-__all__ = ["sequence_logps", "dpo_loss", "LOSS_TYPES", "TRL_LOSS_TYPES", "VARIANT_KEYWORDS"]
+__all__ = ["sequence_logps", "pair_logps", "dpo_loss", "LOSS_FUNCTIONS", "LOSS_TYPES", "TRL_LOSS_TYPES",
+           "VARIANT_KEYWORDS"]
 
 #: The loss types of TRL 1.16's DPOTrainer, in the order of its ``_compute_loss``.
 TRL_LOSS_TYPES = (
@@ -44,26 +48,48 @@ _REQUIRED = {"ipo": ("chosen_lengths", "rejected_lengths"), "sigmoid_norm": ("ch
              "sft": ("chosen_scored_tokens",)}
 # label_smoothing: which loss types read it, and the interval it must lie in (closed/open ends as written)
 _SMOOTHING = {"exo_pair": "(0, 1)", "robust": "[0, 0.5)", "aot": "[0, 1]", "aot_unpaired": "[0, 1]", "cdpo": "[0, 1]"}
+_DISCOPOP_TAU = 0.05  # TRL 1.16's DPOConfig.discopop_tau default
+
+
+# ---------------------------------------------------------------- sequence log-probs
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None,
                    average: bool = False) -> torch.Tensor:
-    """log pi(completion | prompt) per sequence: the sum (or mean) of the next-token log-probs of the labels.
+    """log pi(completion | prompt) per sequence: the sum (or mean) of next-token log-probs.
 
-    ``logits``: Float[Tensor, "batch seq vocab"], a causal LM's output on ``labels`` (position t predicts
-    token t + 1).  ``labels``: Long[Tensor, "batch seq"], the *unshifted* token ids; ``-100`` marks tokens
-    that are not scored (padding, prompt).  ``mask``: Bool or 0/1 [batch, seq], the labels' shape, marking
-    the label tokens that are scored (the completion: TRL's ``completion_mask``).  Returns Float[Tensor,
-    "batch"]: sum over t of log softmax(logits[:, t])[labels[:, t + 1]] over the scored set
-    ``mask[:, 1:] & (labels[:, 1:] != -100)``; ``average=True`` divides each row by its number of scored
-    tokens (clamped at 1, so a row with none gives 0, as TRL's ``clamp(min=1)``).  A label at an
-    unscored position is never read (any value); a scored one outside ``[0, vocab)`` is an error.
+    ``logits``: Float[Tensor, "batch seq vocab"], a causal LM's output on ``labels`` (position t
+    predicts token t + 1).  ``labels``: Long[Tensor, "batch seq"], unshifted; -100 marks unscored
+    tokens.  ``mask``: Bool or 0/1 [batch, seq], the label tokens scored (TRL's completion_mask).
+    Returns Float[Tensor, "batch"]: the sum over t of log softmax(logits[:, t])[labels[:, t + 1]]
+    over the scored set ``mask[:, 1:] & (labels[:, 1:] != -100)``; ``average=True`` divides each
+    row by its scored count, clamped at 1 (TRL's ``clamp(min=1)``).  An unscored label is never
+    read; a scored one outside [0, vocab) is an error.  float16/bfloat16 are computed in float32.
 
-    The sum is the log-likelihood of the completion (chain rule), the quantity in the DPO paper (Rafailov et
-    al. 2023, Eq. 7) and in TRL; the mean is what x-transformers' DPO uses (seed 001).  The first label is
-    never scored (nothing predicts it), and the last logit row scores nothing.  Half precision is computed
-    in float32; float64 stays float64 (for gradcheck).
+    The sum is the completion's log-likelihood (chain rule): DPO's log pi(y|x) (Rafailov et al.
+    2023, Eq. 7) and TRL 1.16's (``DPOTrainer._compute_loss`` sums its fused head's per-token
+    log-probs over ``shift_completion_mask``).  The mean is x-transformers' ``DPO`` (seed 001).
     """
+    _check_sequence_inputs(logits, labels, mask, average)  # types, shapes, 0/1 mask, bool average
+    targets = labels[:, 1:].long()  # [batch, seq - 1]: position t's target is label t + 1
+    scored = targets != -100  # [batch, seq - 1]
+    if mask is not None:
+        scored = scored & mask[:, 1:].bool()  # the mask is aligned with the shifted targets
+    _check_scored_ids(targets[scored], logits)  # every scored label is a token id in [0, vocab)
+    z = logits[:, :-1]  # [batch, seq - 1, vocab]: the last row predicts nothing
+    z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z  # half precision in float32
+    log_probs = z.log_softmax(-1)  # [batch, seq - 1, vocab]
+    index = targets.masked_fill(~scored, 0)  # an unscored label is never read: any value will do
+    picked = log_probs.gather(-1, index.unsqueeze(-1)).squeeze(-1)  # [batch, seq - 1]
+    picked = picked.masked_fill(~scored, 0.0)  # unscored positions add exactly 0 (and no gradient)
+    total = picked.sum(-1)  # [batch]
+    if average:
+        return total / scored.sum(-1).clamp(min=1).to(total.dtype)  # [batch]
+    return total
+
+
+def _check_sequence_inputs(logits, labels, mask, average) -> None:
+    """``sequence_logps``'s argument checks: types, shapes, a mask of 0/1, a bool ``average``."""
     check_float("logits", logits)
     check_rank("logits", logits, (3,), "[batch, seq, vocab]")
     check_integer("labels", labels, "token ids")
@@ -84,29 +110,68 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
             raise ValueError(f"mask must hold only 0 and 1 (or bools), got other values in shape {shape_str(mask)}")
     if not isinstance(average, bool):
         raise TypeError(f"average must be a bool, got {type(average).__name__}")
+
+
+def _check_scored_ids(scored_ids: torch.Tensor, logits: torch.Tensor) -> None:
+    """The labels at scored positions must be token ids of the logits' vocabulary."""
     vocab = logits.shape[-1]
-    targets = labels[:, 1:].long()  # [batch, seq - 1]: position t's target is label t + 1
-    scored = targets != -100  # [batch, seq - 1]
-    if mask is not None:
-        scored = scored & mask[:, 1:].bool()  # the mask is aligned with the shifted targets
-    bad = targets[scored]
-    if bad.numel() and (int(bad.min()) < 0 or int(bad.max()) >= vocab):
-        value = int(bad.min()) if int(bad.min()) < 0 else int(bad.max())
+    if scored_ids.numel() and (int(scored_ids.min()) < 0 or int(scored_ids.max()) >= vocab):
+        value = int(scored_ids.min()) if int(scored_ids.min()) < 0 else int(scored_ids.max())
         raise ValueError(
             f"labels holds token id {value} at a scored position, outside [0, {vocab}) for logits of shape "
             f"{shape_str(logits)}; the only other value allowed is -100"
         )
-    z = logits[:, :-1]  # [batch, seq - 1, vocab]: the last row predicts nothing
-    if z.dtype in (torch.float16, torch.bfloat16):
-        z = z.float()
-    log_probs = z.log_softmax(-1)  # [batch, seq - 1, vocab]
-    index = targets.masked_fill(~scored, 0)  # an unscored label is never read: any value will do
-    picked = log_probs.gather(-1, index.unsqueeze(-1)).squeeze(-1)  # [batch, seq - 1]
-    picked = picked.masked_fill(~scored, 0.0)  # unscored positions contribute exactly 0 (and no gradient)
-    total = picked.sum(-1)  # [batch]
-    if average:
-        return total / scored.sum(-1).clamp(min=1).to(total.dtype)  # [batch]
-    return total
+
+
+def pair_logps(model, batch: dict, *, concatenated: bool = True, average: bool = False):
+    """``(chosen, rejected)`` log-probs, Float[batch] each, of ``model`` on the batch's completions.
+
+    ``batch`` holds ``chosen_ids``, ``rejected_ids`` and ``chosen_mask``, ``rejected_mask`` (the ``mask`` of
+    ``sequence_logps``).  ``concatenated=True`` runs one forward on ``[chosen; rejected]`` (TRL's way, one pass
+    through the weights); ``False`` runs two.  Both sides are right-padded to a common length first.
+    """
+    ids_w, ids_l = batch["chosen_ids"], batch["rejected_ids"]
+    m_w, m_l = batch["chosen_mask"], batch["rejected_mask"]
+    if concatenated:
+        width = max(ids_w.shape[1], ids_l.shape[1])
+        ids = torch.cat([F.pad(ids_w, (0, width - ids_w.shape[1])), F.pad(ids_l, (0, width - ids_l.shape[1]))])
+        mask = torch.cat([F.pad(m_w, (0, width - m_w.shape[1])), F.pad(m_l, (0, width - m_l.shape[1]))])
+        logps = sequence_logps(model(ids), ids, mask, average=average)  # [2 * batch]
+        return logps.chunk(2)
+    return (sequence_logps(model(ids_w), ids_w, m_w, average=average),
+            sequence_logps(model(ids_l), ids_l, m_l, average=average))
+
+
+# ---------------------------------------------------------------- the loss
+
+
+def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, beta: float = 0.1,
+             loss_type: str = "sigmoid", label_smoothing: float = 0.0,
+             **variant_kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The DPO family's per-pair losses and the detached implicit rewards.
+
+    Inputs: four Float[Tensor, "batch"], summed completion log-probs (``sequence_logps``) of the
+    policy and the frozen reference on each pair's chosen and rejected completion.  Returns
+    ``(losses, chosen_rewards, rejected_rewards)``, each [batch].  With h = policy - ref, the
+    rewards are beta h, detached (TRL's ``rewards/chosen``, ``rewards/rejected``); the sigmoid
+    loss is -log sigmoid(beta (h_w - h_l)) (Rafailov et al. 2023, Eq. 7).  Every input is checked
+    in one call, then ``LOSS_FUNCTIONS[loss_type]`` computes the losses.
+    ``label_smoothing`` is read by exo_pair, robust, aot, aot_unpaired, cdpo; ``variant_kwargs``:
+    ``chosen_lengths``, ``rejected_lengths`` (ipo, sigmoid_norm; TRL's ``completion_mask.sum(1)``),
+    ``chosen_scored_tokens`` (sft; ``mask[:, 1:].sum(-1)``), ``discopop_tau``, ``bco_delta``.
+    Upstream: TRL 1.16 ``DPOTrainer._compute_loss``; ``losses.mean()`` is its loss (with its
+    defaults: ``f_divergence_type="reverse_kl"``, no ``ld_alpha``, no ``use_weighting``).
+    Differences from TRL: chapter 09's table.
+    """
+    beta, params = _check_dpo_inputs(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                                     ref_rejected_logps, beta, loss_type, label_smoothing,
+                                     variant_kwargs)
+    losses = LOSS_FUNCTIONS[loss_type](policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                                       ref_rejected_logps, beta, **params)  # [batch]
+    chosen_rewards = (beta * (policy_chosen_logps - ref_chosen_logps)).detach()  # [batch]
+    rejected_rewards = (beta * (policy_rejected_logps - ref_rejected_logps)).detach()  # [batch]
+    return losses, chosen_rewards, rejected_rewards
 
 
 def _check_logps(**named: torch.Tensor) -> None:
@@ -124,8 +189,9 @@ def _check_logps(**named: torch.Tensor) -> None:
             )
 
 
-def _check_lengths(name: str, lengths, like: torch.Tensor) -> torch.Tensor:
-    """Token counts [batch]: an integer tensor, or a floating one holding whole numbers; never bool."""
+def _check_lengths(name: str, lengths, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Token counts [batch], ``like``'s shape: an integer tensor, or a floating one holding whole numbers;
+    never bool.  Returned as ``dtype`` (the dtype of the log-ratios they divide)."""
     if not torch.is_tensor(lengths):
         raise TypeError(f"{name} must be a tensor of token counts [batch], got {type(lengths).__name__}")
     if lengths.dtype == torch.bool or lengths.is_complex():
@@ -137,7 +203,7 @@ def _check_lengths(name: str, lengths, like: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"{name} must hold whole token counts, got {lengths.tolist()}")
     if (lengths < 0).any():
         raise ValueError(f"{name} holds a negative count, got {lengths.tolist()}")
-    return lengths.to(like.dtype)
+    return lengths.to(dtype)
 
 
 def _check_reference(**named: torch.Tensor) -> None:
@@ -159,86 +225,17 @@ def _check_scalar(name: str, value) -> float:
     return float(value)
 
 
-def dpo_loss(
-    policy_chosen_logps: torch.Tensor,
-    policy_rejected_logps: torch.Tensor,
-    ref_chosen_logps: torch.Tensor,
-    ref_rejected_logps: torch.Tensor,
-    beta: float = 0.1,
-    loss_type: str = "sigmoid",
-    label_smoothing: float = 0.0,
-    **variant_kwargs,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The DPO family's per-pair losses and the detached implicit rewards.
+def _check_dpo_inputs(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
+                      loss_type, label_smoothing, variant_kwargs: dict) -> tuple[float, dict]:
+    """Every check of ``dpo_loss``, in one place (chapter 09's table lists what it refuses that TRL accepts).
 
-    Inputs: four Float[Tensor, "batch"], summed completion log-probs (``sequence_logps``) of the policy and
-    the reference on the chosen and rejected completion of each pair.  Returns ``(losses, chosen_rewards,
-    rejected_rewards)``, each [batch]; the rewards are ``beta * (policy - ref)``, detached (TRL's
-    ``rewards/chosen`` metrics).  ``losses.mean()`` is TRL 1.16's loss for that ``loss_type`` (with
-    ``f_divergence_type="reverse_kl"``, no ``ld_alpha``, no ``use_weighting``: TRL's defaults).
-
-    With h_w = policy_chosen - ref_chosen, h_l = policy_rejected - ref_rejected, d = h_w - h_l (``TRL :N`` is the
-    line of that branch in the installed TRL 1.16.0 ``trl/trainer/dpo_trainer.py``, ``_compute_loss`` at :1285):
-
-    * ``sigmoid`` (TRL :1387): -log sigmoid(beta d).  DPO, Rafailov et al. 2023 (arXiv 2305.18290), Eq. 7.
-    * ``cdpo`` (lossbook only): -(1 - e) log sigmoid(beta d) - e log sigmoid(-beta d), e = ``label_smoothing``.
-      Conservative DPO (Mitchell 2023, "A note on DPO with noisy preferences"); older TRL applied it through
-      ``sigmoid`` + ``label_smoothing``.
-    * ``hinge`` (TRL :1390): relu(1 - beta d).  SLiC-HF, Zhao et al. 2023 (arXiv 2305.10425), its hinge calibration
-      loss.
-    * ``ipo`` (TRL :1393): ((h_w / n_w - h_l / n_l) - 1 / (2 beta))^2, n the completion lengths ``chosen_lengths`` and
-      ``rejected_lengths`` (clamped at 1).  IPO, Azar et al. 2023 (arXiv 2310.12036), Eq. 17 (beta is its tau); the
-      division by the length is TRL's, not the paper's (TRL says the authors confirmed it).
-    * ``exo_pair`` (TRL :1406): KL(q || p), q = softmax over the pair of (beta d, 0), p = (1 - e, e).  EXO, Ji et al.
-      2024 (arXiv 2402.00856), Eq. 16.  Needs 0 < ``label_smoothing`` < 1 (the paper suggests 1e-3).
-    * ``nca_pair`` (TRL :1419): -log sigmoid(beta h_w) - 1/2 log sigmoid(-beta h_w) - 1/2 log sigmoid(-beta h_l).
-      NCA, Chen et al. 2024 (arXiv 2402.05369), pairwise form.
-    * ``robust`` (TRL :1428): ((1 - e) ell(d) - e ell(-d)) / (1 - 2e), ell(d) = -log sigmoid(beta d), e =
-      ``label_smoothing`` the flip rate in [0, 0.5).  Robust DPO, Chowdhury et al. 2024 (arXiv 2403.00409).
-    * ``bco_pair`` (TRL :1433): -log sigmoid(beta h_w - delta) - log sigmoid(-(beta h_l - delta)), delta =
-      ``bco_delta`` (None: 0, as TRL 1.16, which keeps no running mean).  BCO, Jung et al. 2024 (arXiv 2404.04656),
-      whose delta is a running mean of the rewards.
-    * ``sppo_hard`` (TRL :1438): (h_w - 1 / (2 beta))^2 + (h_l + 1 / (2 beta))^2.  SPPO, Wu et al. 2024 (arXiv
-      2405.00675), Eq. 4.7 with hard probabilities (P = 1 for the winner, 0 for the loser).
-    * ``aot`` (TRL :1447): cDPO-smoothed logistic loss of beta (sort(pi_w - pi_l) - sort(ref_w - ref_l)), each sorted
-      over the batch.  AOT, Melnyk et al. 2024 (arXiv 2406.05882), paired form.  The losses come in sorted order, not
-      the pairs' order: only their mean is comparable per pair.
-    * ``aot_unpaired`` (TRL :1458): the same of beta (sort(h_w) - sort(h_l)).  AOT, unpaired form.
-    * ``apo_zero`` (TRL :1467): (1 - sigmoid(beta h_w)) + sigmoid(beta h_l).  APO, D'Oosterlinck et al. 2024 (arXiv
-      2408.06266), Eq. 7.
-    * ``apo_down`` (TRL :1475): sigmoid(beta h_w) + 1 - sigmoid(beta d).  APO, Eq. 8.
-    * ``discopop`` (TRL :1483): (1 - s) (-log sigmoid(beta d)) + s exp(-beta d), s = sigmoid(beta d / tau), tau =
-      ``discopop_tau`` (default 0.05, TRL's).  DiscoPOP, Lu et al. 2024 (arXiv 2406.08414), Eq. 5.  The exponential
-      term is computed as exp(-beta d + log s): where TRL's exp(-beta d) * s is inf * 0 = nan (a very wrong pair, beta
-      d below about -89 in float32), lossbook gives the finite limit.
-    * ``sigmoid_norm`` (TRL :1504): -log sigmoid(beta (h_w / n_w - h_l / n_l)): DPO on per-token log-ratios, n as for
-      ``ipo`` (the length normalisation of SimPO, Meng et al. 2024, arXiv 2405.14734, keeping the reference).
-    * ``sft`` (TRL :1495): -sum(policy_chosen_logps) / sum(``chosen_scored_tokens``), the negative
-      log-likelihood per chosen token (one batch value, repeated per pair as TRL does).  No scored token
-      at all is an error (TRL's mean over none is nan).
-
-    Conventions and choices (each tested):
-
-    * ``chosen_lengths``/``rejected_lengths`` for ``ipo`` and ``sigmoid_norm`` follow TRL: the number of
-      completion tokens in the *unshifted* ``completion_mask`` (``mask.sum(-1)``), clamped at 1.  With a
-      non-empty prompt that is the number of scored tokens; with an empty prompt it is one more (the first
-      token is in the mask but nothing scores it).  lossbook requires them (no silent default).
-    * ``chosen_scored_tokens`` for ``sft`` is the other count TRL uses there: the *scored* tokens,
-      ``mask[:, 1:].sum(-1)`` (TRL's ``shift_completion_mask``).  One meaning per keyword:
-      ``chosen_lengths`` with ``sft`` is an error.  Counts are integer tensors (or whole floats); bool
-      or fractional ones are errors.
-    * ``ref_*_logps`` with a ``grad_fn`` (a reference forward run with autograd on) are an error:
-      backward would fill the reference's ``.grad``.  A leaf that requires grad (gradcheck) is accepted.
-    * ``beta`` must be finite and > 0.
-    * ``label_smoothing`` is read by ``exo_pair``, ``robust``, ``aot``, ``aot_unpaired`` and ``cdpo``.  With
-      ``sigmoid`` TRL 1.16 silently ignores it (older TRL applied cDPO); lossbook refuses a non-zero value there
-      and points to ``cdpo``.  A non-zero value with any loss type that does not read it is an error too.
-    * ``robust`` outside [0, 0.5) is an error (TRL warns and divides by 1 - 2e <= 0); ``exo_pair`` needs
-      0 < e < 1 (TRL refuses 0; e = 1 takes log 0).
-    * An unknown keyword, or a variant keyword the ``loss_type`` does not read, is an error.
+    Returns ``beta`` as a float and the keywords ``LOSS_FUNCTIONS[loss_type]`` reads: ``label_smoothing`` for
+    the types that read it, the counts in the log-ratios' dtype, ``discopop_tau`` (default TRL's 0.05) and
+    ``bco_delta`` (None: 0, TRL 1.16's missing running mean).
     """
-    _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
-                 ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
+    logps = {"policy_chosen_logps": policy_chosen_logps, "policy_rejected_logps": policy_rejected_logps,
+             "ref_chosen_logps": ref_chosen_logps, "ref_rejected_logps": ref_rejected_logps}
+    _check_logps(**logps)
     if not isinstance(loss_type, str) or loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {list(LOSS_TYPES)}, got {loss_type!r}")
     _check_reference(ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
@@ -276,39 +273,33 @@ def dpo_loss(
         users = sorted(_SMOOTHING)
         raise ValueError(f"loss_type={loss_type!r} does not use label_smoothing (got {label_smoothing}); "
                          f"it is read by {users}")
+    params = {}
     if loss_type in _SMOOTHING:
         e = label_smoothing
         ok = {"exo_pair": 0 < e < 1, "robust": 0 <= e < 0.5}.get(loss_type, 0 <= e <= 1)
         if not ok:
             raise ValueError(f"label_smoothing must lie in {_SMOOTHING[loss_type]} for loss_type={loss_type!r}, "
                              f"got {e}")
+        params["label_smoothing"] = e
 
-    chosen_logratios = policy_chosen_logps - ref_chosen_logps  # [batch] h_w
-    rejected_logratios = policy_rejected_logps - ref_rejected_logps  # [batch] h_l
-    delta = chosen_logratios - rejected_logratios  # [batch] d
-    logits = beta * delta  # [batch] the implicit reward margin r_w - r_l
-    e = label_smoothing
-
-    if loss_type == "sigmoid":
-        losses = -F.logsigmoid(logits)
-    elif loss_type == "cdpo":
-        losses = -(1 - e) * F.logsigmoid(logits) - e * F.logsigmoid(-logits)
-    elif loss_type == "hinge":
-        losses = torch.relu(1 - logits)
-    elif loss_type in ("ipo", "sigmoid_norm"):
-        n_w = _check_lengths("chosen_lengths", variant_kwargs["chosen_lengths"], delta).clamp(min=1.0)
-        n_l = _check_lengths("rejected_lengths", variant_kwargs["rejected_lengths"], delta).clamp(min=1.0)
-        normed = chosen_logratios / n_w - rejected_logratios / n_l  # [batch] per-token log-ratio margin
-        losses = (normed - 1 / (2 * beta)) ** 2 if loss_type == "ipo" else -F.logsigmoid(beta * normed)
-    elif loss_type == "exo_pair":
-        e_t = torch.tensor(e, dtype=logits.dtype, device=logits.device)  # as TRL: log(1 - e), log(e) in the dtype
-        losses = (torch.sigmoid(logits) * (F.logsigmoid(logits) - torch.log1p(-e_t))
-                  + torch.sigmoid(-logits) * (F.logsigmoid(-logits) - torch.log(e_t)))
-    elif loss_type == "nca_pair":
-        r_w, r_l = beta * chosen_logratios, beta * rejected_logratios
-        losses = -F.logsigmoid(r_w) - 0.5 * F.logsigmoid(-r_w) - 0.5 * F.logsigmoid(-r_l)
-    elif loss_type == "robust":
-        losses = (-(1 - e) * F.logsigmoid(logits) + e * F.logsigmoid(-logits)) / (1 - 2 * e)
+    # the counts divide the log-ratios: they take the dtype of (policy - ref), the four log-probs' promotion
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in logps.values()))
+    if loss_type in ("ipo", "sigmoid_norm"):
+        for name in ("chosen_lengths", "rejected_lengths"):
+            params[name] = _check_lengths(name, variant_kwargs[name], policy_chosen_logps, dtype)
+    elif loss_type == "sft":
+        n = _check_lengths("chosen_scored_tokens", variant_kwargs["chosen_scored_tokens"], policy_chosen_logps,
+                           dtype)
+        if not n.sum() > 0:  # TRL's mean over no token is nan, silently
+            raise ValueError(f"loss_type='sft' needs a scored chosen token, got chosen_scored_tokens "
+                             f"{n.tolist()}")
+        params["chosen_scored_tokens"] = n
+    elif loss_type == "discopop":
+        tau = variant_kwargs.get("discopop_tau")
+        tau = _DISCOPOP_TAU if tau is None else _check_scalar("discopop_tau", tau)
+        if not (tau > 0 and math.isfinite(tau)):  # inf would make s = sigmoid(0) = 1/2: no switch at all
+            raise ValueError(f"discopop_tau must be a finite number > 0 (DiscoPOP's temperature), got {tau}")
+        params["discopop_tau"] = tau
     elif loss_type == "bco_pair":
         shift = variant_kwargs.get("bco_delta")
         shift = 0.0 if shift is None else shift
@@ -316,38 +307,284 @@ def dpo_loss(
             raise ValueError(f"bco_delta must be a number or a 0-dim tensor (a running mean), got {shape_str(shift)}")
         if not torch.is_tensor(shift):
             shift = _check_scalar("bco_delta", shift)
-        r_w, r_l = beta * chosen_logratios, beta * rejected_logratios
-        losses = -F.logsigmoid(r_w - shift) - F.logsigmoid(-(r_l - shift))
-    elif loss_type == "sppo_hard":
-        losses = (chosen_logratios - 0.5 / beta) ** 2 + (rejected_logratios + 0.5 / beta) ** 2
-    elif loss_type in ("aot", "aot_unpaired"):
-        if loss_type == "aot":
-            a = torch.sort(policy_chosen_logps - policy_rejected_logps, dim=0).values  # [batch] sorted
-            b = torch.sort(ref_chosen_logps - ref_rejected_logps, dim=0).values  # [batch] sorted
-        else:
-            a = torch.sort(chosen_logratios, dim=0).values
-            b = torch.sort(rejected_logratios, dim=0).values
-        z = beta * (a - b)
-        losses = -(1 - e) * F.logsigmoid(z) - e * F.logsigmoid(-z)
-    elif loss_type == "apo_zero":
-        losses = (1 - torch.sigmoid(beta * chosen_logratios)) + torch.sigmoid(beta * rejected_logratios)
-    elif loss_type == "apo_down":
-        losses = torch.sigmoid(beta * chosen_logratios) + (1 - torch.sigmoid(logits))
-    elif loss_type == "discopop":
-        tau = variant_kwargs.get("discopop_tau")
-        tau = 0.05 if tau is None else _check_scalar("discopop_tau", tau)
-        if not tau > 0:
-            raise ValueError(f"discopop_tau must be > 0, got {tau}")
-        s = torch.sigmoid(logits / tau)  # [batch] the mixing weight
-        # exp(-x) * s as exp(-x + log s): TRL's product is inf * 0 = nan for a very wrong pair (x << 0)
-        losses = -F.logsigmoid(logits) * (1 - s) + torch.exp(-logits + F.logsigmoid(logits / tau))
-    else:  # sft
-        n = _check_lengths("chosen_scored_tokens", variant_kwargs["chosen_scored_tokens"], delta)
-        if not n.sum() > 0:  # TRL's mean over no token is nan, silently
-            raise ValueError(f"loss_type='sft' needs a scored chosen token, got chosen_scored_tokens "
-                             f"{n.tolist()}")
-        losses = (-policy_chosen_logps.sum() / n.sum()).expand(delta.shape[0])  # [batch], one value repeated
+        params["bco_delta"] = shift
+    return beta, params
 
-    chosen_rewards = (beta * chosen_logratios).detach()  # [batch]
-    rejected_rewards = (beta * rejected_logratios).detach()  # [batch]
-    return losses, chosen_rewards, rejected_rewards
+
+# ---------------------------------------------------------------- one function per loss type
+# Each takes the four summed log-probs [batch] under TRL's names (``chosen_logps`` is the policy's), beta and
+# the keywords its type reads, already checked by ``dpo_loss``, and returns the per-pair losses [batch]. With
+# h = log pi - log pi_ref (the log-ratios), h_w chosen, h_l rejected, d = h_w - h_l.  The arithmetic is in
+# TRL's order, so the values are TRL's to the last bit where TRL's inputs are the same.
+
+
+def sigmoid_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    """DPO: -log sigmoid(beta (h_w - h_l)), h = log pi(y|x) - log pi_ref(y|x), per pair.
+
+    Rafailov et al. 2023, "Direct Preference Optimization: Your Language Model is Secretly a
+    Reward Model", Eq. 7.  TRL 1.16: ``DPOTrainer._compute_loss``, branch
+    ``loss_type == "sigmoid"``.  The four log-probs: Float[Tensor, "batch"] (TRL's names:
+    ``chosen_logps`` is the policy's); returns the per-pair losses [batch].
+    """
+    chosen_logratios = chosen_logps - ref_chosen_logps  # [batch] h_w
+    rejected_logratios = rejected_logps - ref_rejected_logps  # [batch] h_l
+    delta_score = chosen_logratios - rejected_logratios  # [batch] d = h_w - h_l
+    return -F.logsigmoid(beta * delta_score)
+
+
+def hinge_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    """SLiC's hinge on the implicit reward margin: relu(1 - beta d), d = h_w - h_l.
+
+    Zhao et al. 2023, "SLiC-HF: Sequence Likelihood Calibration with Human Feedback", its hinge
+    calibration loss.  TRL 1.16: ``DPOTrainer._compute_loss``, branch ``loss_type == "hinge"``.
+    Float[Tensor, "batch"] in and out.
+    """
+    chosen_logratios = chosen_logps - ref_chosen_logps  # [batch] h_w
+    rejected_logratios = rejected_logps - ref_rejected_logps  # [batch] h_l
+    delta_score = chosen_logratios - rejected_logratios  # [batch] d
+    return torch.relu(1 - beta * delta_score)
+
+
+def ipo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
+             chosen_lengths, rejected_lengths):
+    """IPO: ((h_w / n_w - h_l / n_l) - 1 / (2 beta))^2, n the completion lengths (clamped at 1).
+
+    Azar et al. 2023, "A General Theoretical Paradigm to Understand Learning from Human
+    Preferences", Eq. 17 (beta is its tau).  TRL 1.16: ``DPOTrainer._compute_loss``, branch
+    ``loss_type == "ipo"``, whose division by the length is TRL's, not the paper's (TRL says the
+    authors confirmed it).  Log-probs and lengths: [batch], the lengths TRL's
+    ``completion_mask.sum(dim=1)`` (the unshifted count); returns [batch].
+    """
+    chosen_logratios = chosen_logps - ref_chosen_logps  # [batch] h_w
+    rejected_logratios = rejected_logps - ref_rejected_logps  # [batch] h_l
+    chosen_avg_score = chosen_logratios / chosen_lengths.clamp(min=1.0)  # [batch] per token
+    rejected_avg_score = rejected_logratios / rejected_lengths.clamp(min=1.0)  # [batch] per token
+    ipo_delta = chosen_avg_score - rejected_avg_score  # [batch]
+    return (ipo_delta - 1 / (2 * beta)) ** 2
+
+
+def exo_pair_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
+                  label_smoothing):
+    """EXO, pairwise: KL(q || p), q = softmax over the pair of (beta d, 0), p = (1 - e, e).
+
+    Ji et al. 2024, "Towards Efficient Exact Optimization of Language Model Alignment", Eq. 16;
+    e = ``label_smoothing`` in (0, 1).  TRL 1.16: ``DPOTrainer._compute_loss``, branch
+    ``loss_type == "exo_pair"`` (its epsilon is float32; here the log-ratios' dtype).
+    [batch] in and out.
+    """
+    chosen_logratios = chosen_logps - ref_chosen_logps  # [batch] h_w
+    rejected_logratios = rejected_logps - ref_rejected_logps  # [batch] h_l
+    delta_score = chosen_logratios - rejected_logratios  # [batch] d
+    logits = beta * delta_score  # [batch] once; TRL writes self.beta * delta_score each time
+    epsilon = torch.tensor(label_smoothing, dtype=logits.dtype, device=logits.device)
+    qw = torch.sigmoid(logits)
+    log_qw = F.logsigmoid(logits)
+    log_pw = torch.log1p(-epsilon)
+    ql = torch.sigmoid(-logits)
+    log_ql = F.logsigmoid(-logits)
+    log_pl = torch.log(epsilon)
+    return qw * (log_qw - log_pw) + ql * (log_ql - log_pl)
+
+
+def nca_pair_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    """NCA, pairwise: -log sigmoid(r_w) - log sigmoid(-r_w) / 2 - log sigmoid(-r_l) / 2, r = beta h.
+
+    Chen et al. 2024, "Noise Contrastive Alignment of Language Models with Explicit Rewards",
+    its pairwise NCA loss.  TRL 1.16: ``DPOTrainer._compute_loss``, branch
+    ``loss_type == "nca_pair"``.  [batch] in and out.
+    """
+    chosen_logratios = chosen_logps - ref_chosen_logps  # [batch] h_w
+    rejected_logratios = rejected_logps - ref_rejected_logps  # [batch] h_l
+    chosen_rewards = beta * chosen_logratios
+    rejected_rewards = beta * rejected_logratios
+    return (-F.logsigmoid(chosen_rewards) - 0.5 * F.logsigmoid(-chosen_rewards)
+            - 0.5 * F.logsigmoid(-rejected_rewards))
+
+
+def robust_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
+                label_smoothing):
+    """Robust DPO: ((1 - e) l(d) - e l(-d)) / (1 - 2 e), l(d) = -log sigmoid(beta d).
+
+    Chowdhury et al. 2024, "Provably Robust DPO: Aligning Language Models with Noisy Feedback":
+    averaged over labels flipped with probability e = ``label_smoothing`` in [0, 0.5), it is the
+    clean loss.  TRL 1.16: ``DPOTrainer._compute_loss``, branch ``loss_type == "robust"``.
+    [batch] in and out.
+    """
+    chosen_logratios = chosen_logps - ref_chosen_logps  # [batch] h_w
+    rejected_logratios = rejected_logps - ref_rejected_logps  # [batch] h_l
+    delta_score = chosen_logratios - rejected_logratios  # [batch] d
+    logits = beta * delta_score  # [batch] once; TRL writes self.beta * delta_score each time
+    clean_loss_term = -(1 - label_smoothing) * F.logsigmoid(logits)
+    flipped_loss_term = -label_smoothing * F.logsigmoid(-logits)
+    return (clean_loss_term - flipped_loss_term) / (1 - 2 * label_smoothing)
+
+
+def bco_pair_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
+                  bco_delta=0.0):
+    """BCO, pairwise: -log sigmoid(beta h_w - delta) - log sigmoid(-(beta h_l - delta)).
+
+    Jung et al. 2024, "Binary Classifier Optimization for Large Language Model Alignment", whose
+    delta is a running mean of the rewards: ``bco_delta``, a number or a 0-dim tensor (default 0:
+    TRL 1.16 keeps no running mean).  TRL 1.16: ``DPOTrainer._compute_loss``, branch
+    ``loss_type == "bco_pair"``.  [batch] in and out.
+    """
+    chosen_logratios = chosen_logps - ref_chosen_logps  # [batch] h_w
+    rejected_logratios = rejected_logps - ref_rejected_logps  # [batch] h_l
+    chosen_rewards = beta * chosen_logratios - bco_delta
+    rejected_rewards = beta * rejected_logratios - bco_delta
+    return -F.logsigmoid(chosen_rewards) - F.logsigmoid(-rejected_rewards)
+
+
+def sppo_hard_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    """SPPO with hard probabilities: (h_w - 1 / (2 beta))^2 + (h_l + 1 / (2 beta))^2.
+
+    Wu et al. 2024, "Self-Play Preference Optimization for Language Model Alignment", Eq. 4.7
+    with P = 1 for the winner and 0 for the loser.  TRL 1.16: ``DPOTrainer._compute_loss``,
+    branch ``loss_type == "sppo_hard"``.  [batch] in and out.
+    """
+    chosen_logratios = chosen_logps - ref_chosen_logps  # [batch] h_w
+    rejected_logratios = rejected_logps - ref_rejected_logps  # [batch] h_l
+    winner_margin_error = (chosen_logratios - 0.5 / beta) ** 2
+    loser_margin_error = (rejected_logratios + 0.5 / beta) ** 2
+    return winner_margin_error + loser_margin_error
+
+
+def aot_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
+             label_smoothing):
+    """AOT, paired: the cDPO loss of beta (sort(pi_w - pi_l) - sort(ref_w - ref_l)).
+
+    Melnyk et al. 2024, "Distributional Preference Alignment of LLMs via Optimal Transport",
+    paired form.  Each difference is sorted over the batch, so the losses come in sorted order,
+    not the pairs' order: only their mean compares per pair.  TRL 1.16:
+    ``DPOTrainer._compute_loss``, branch ``loss_type == "aot"``.  [batch] in and out.
+    """
+    logratios = chosen_logps - rejected_logps  # [batch] the policy's
+    ref_logratios = ref_chosen_logps - ref_rejected_logps  # [batch] the reference's
+    logratios_sorted, _ = torch.sort(logratios, dim=0)
+    ref_logratios_sorted, _ = torch.sort(ref_logratios, dim=0)
+    delta = logratios_sorted - ref_logratios_sorted
+    logits = beta * delta  # [batch] once; TRL writes self.beta * delta in each term
+    return (-F.logsigmoid(logits) * (1 - label_smoothing)
+            - F.logsigmoid(-logits) * label_smoothing)
+
+
+def aot_unpaired_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
+                      label_smoothing):
+    """AOT, unpaired: the cDPO loss of beta (sort(h_w) - sort(h_l)), each sorted over the batch.
+
+    Melnyk et al. 2024, "Distributional Preference Alignment of LLMs via Optimal Transport",
+    unpaired form (losses in sorted order, as ``aot_loss``).  TRL 1.16:
+    ``DPOTrainer._compute_loss``, branch ``loss_type == "aot_unpaired"``.  [batch] in and out.
+    """
+    chosen_logratios = chosen_logps - ref_chosen_logps  # [batch] h_w
+    rejected_logratios = rejected_logps - ref_rejected_logps  # [batch] h_l
+    chosen_logratios_sorted, _ = torch.sort(chosen_logratios, dim=0)
+    rejected_logratios_sorted, _ = torch.sort(rejected_logratios, dim=0)
+    delta = chosen_logratios_sorted - rejected_logratios_sorted
+    logits = beta * delta  # [batch] once; TRL writes self.beta * delta in each term
+    return (-F.logsigmoid(logits) * (1 - label_smoothing)
+            - F.logsigmoid(-logits) * label_smoothing)
+
+
+def apo_zero_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    """APO-zero: (1 - sigmoid(beta h_w)) + sigmoid(beta h_l): raise the chosen, lower the rejected.
+
+    D'Oosterlinck et al. 2024, "Anchored Preference Optimization and Contrastive Revisions",
+    Eq. 7.  TRL 1.16: ``DPOTrainer._compute_loss``, branch ``loss_type == "apo_zero"``.
+    [batch] in and out.
+    """
+    chosen_logratios = chosen_logps - ref_chosen_logps  # [batch] h_w
+    rejected_logratios = rejected_logps - ref_rejected_logps  # [batch] h_l
+    losses_chosen = 1 - torch.sigmoid(beta * chosen_logratios)
+    losses_rejected = torch.sigmoid(beta * rejected_logratios)
+    return losses_chosen + losses_rejected
+
+
+def apo_down_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    """APO-down: sigmoid(beta h_w) + 1 - sigmoid(beta d): lower both, the rejected more.
+
+    D'Oosterlinck et al. 2024, "Anchored Preference Optimization and Contrastive Revisions",
+    Eq. 8.  TRL 1.16: ``DPOTrainer._compute_loss``, branch ``loss_type == "apo_down"``.
+    [batch] in and out.
+    """
+    chosen_logratios = chosen_logps - ref_chosen_logps  # [batch] h_w
+    rejected_logratios = rejected_logps - ref_rejected_logps  # [batch] h_l
+    losses_chosen = torch.sigmoid(beta * chosen_logratios)
+    losses_rejected = 1 - torch.sigmoid(beta * (chosen_logratios - rejected_logratios))
+    return losses_chosen + losses_rejected
+
+
+def discopop_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
+                  discopop_tau=_DISCOPOP_TAU):
+    """DiscoPOP: (1 - s) (-log sigmoid(beta d)) + s exp(-beta d), s = sigmoid(beta d / tau).
+
+    Lu et al. 2024, "Discovering Preference Optimization Algorithms with and for Large Language
+    Models", Eq. 5; tau = ``discopop_tau`` (TRL's default 0.05).  TRL 1.16:
+    ``DPOTrainer._compute_loss``, branch ``loss_type == "discopop"``, except s exp(-beta d) =
+    exp(-beta d + log s): TRL's product is inf * 0 = nan for a very wrong pair (beta d below
+    about -89 in float32), this is its finite limit.  [batch] in and out.
+    """
+    chosen_logratios = chosen_logps - ref_chosen_logps  # [batch] h_w
+    rejected_logratios = rejected_logps - ref_rejected_logps  # [batch] h_l
+    delta_score = chosen_logratios - rejected_logratios  # [batch] d
+    logits = delta_score * beta
+    log_ratio_modulation = torch.sigmoid(logits / discopop_tau)  # [batch] s, the mixing weight
+    logistic_component = -F.logsigmoid(logits)
+    exp_component = torch.exp(-logits + F.logsigmoid(logits / discopop_tau))  # exp(-logits) * s
+    return logistic_component * (1 - log_ratio_modulation) + exp_component
+
+
+def sft_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
+             chosen_scored_tokens):
+    """SFT on the chosen completions: -sum(chosen_logps) / sum(chosen_scored_tokens).
+
+    The negative log-likelihood per scored chosen token: one batch value, repeated per pair as
+    TRL does.  TRL 1.16: ``DPOTrainer._compute_loss``, branch ``loss_type == "sft"``, which
+    averages per-token log-probs over ``shift_completion_mask``: the same number, from the
+    summed log-probs and the scored counts [batch].  The other inputs are not read.
+    """
+    batch_loss = -chosen_logps.sum() / chosen_scored_tokens.sum()
+    return batch_loss.expand(chosen_logps.shape[0])  # [batch], one value repeated
+
+
+def sigmoid_norm_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
+                      chosen_lengths, rejected_lengths):
+    """DPO on per-token log-ratios: -log sigmoid(beta (h_w / n_w - h_l / n_l)), n as in IPO.
+
+    The length normalisation of SimPO (Meng et al. 2024, "SimPO: Simple Preference Optimization
+    with a Reference-Free Reward"), keeping the reference.  TRL 1.16:
+    ``DPOTrainer._compute_loss``, branch ``loss_type == "sigmoid_norm"``.  [batch] in and out.
+    """
+    chosen_logratios = chosen_logps - ref_chosen_logps  # [batch] h_w
+    rejected_logratios = rejected_logps - ref_rejected_logps  # [batch] h_l
+    chosen_avg_score = chosen_logratios / chosen_lengths.clamp(min=1.0)  # [batch] per token
+    rejected_avg_score = rejected_logratios / rejected_lengths.clamp(min=1.0)  # [batch] per token
+    delta = chosen_avg_score - rejected_avg_score
+    return -F.logsigmoid(beta * delta)
+
+
+def cdpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
+              label_smoothing):
+    """Conservative DPO: -(1 - e) log sigmoid(beta d) - e log sigmoid(-beta d), e = label_smoothing.
+
+    The cross-entropy against the soft label (1 - e, e): Mitchell 2023, "A note on DPO with
+    noisy preferences & relationship to IPO", Eq. 3.  Not in TRL 1.16: older TRL computed it in
+    ``DPOTrainer.dpo_loss``, branch ``loss_type == "sigmoid"``, with ``label_smoothing``.
+    [batch] in and out.
+    """
+    chosen_logratios = chosen_logps - ref_chosen_logps  # [batch] h_w
+    rejected_logratios = rejected_logps - ref_rejected_logps  # [batch] h_l
+    delta_score = chosen_logratios - rejected_logratios  # [batch] d
+    logits = beta * delta_score  # [batch] once; older TRL wrote self.beta * logits each time
+    return (-F.logsigmoid(logits) * (1 - label_smoothing)
+            - F.logsigmoid(-logits) * label_smoothing)
+
+
+#: loss_type -> the function that computes its per-pair losses, in ``LOSS_TYPES``'s order
+#: (``dpo_loss`` checks the inputs, then calls it).
+LOSS_FUNCTIONS = {
+    "sigmoid": sigmoid_loss, "hinge": hinge_loss, "ipo": ipo_loss, "exo_pair": exo_pair_loss,
+    "nca_pair": nca_pair_loss, "robust": robust_loss, "bco_pair": bco_pair_loss, "sppo_hard": sppo_hard_loss,
+    "aot": aot_loss, "aot_unpaired": aot_unpaired_loss, "apo_zero": apo_zero_loss, "apo_down": apo_down_loss,
+    "discopop": discopop_loss, "sft": sft_loss, "sigmoid_norm": sigmoid_norm_loss, "cdpo": cdpo_loss,
+}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+from . import _trace
+
 __all__ = ["show_source", "source_location"]
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -27,4 +29,5 @@ def show_source(obj):
 
     rel, first, last = source_location(obj)
     source = inspect.getsource(obj).rstrip()
+    _trace.record(obj, rel, first, last)  # a no-op unless tests/test_rendered_code_runs.py asked for a trace
     return Markdown(f"`{rel}`, lines {first}–{last}\n\n```python\n{source}\n```")

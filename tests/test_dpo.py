@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import lossbook
 from lossbook import dpo_loss, sequence_logps
 from lossbook.derivations import dpo as D
-from lossbook.dpo import LOSS_TYPES, TRL_LOSS_TYPES, VARIANT_KEYWORDS
+from lossbook.dpo import LOSS_FUNCTIONS, LOSS_TYPES, TRL_LOSS_TYPES, VARIANT_KEYWORDS
 
 SORTING = ("aot", "aot_unpaired")
 PAIRWISE = [t for t in LOSS_TYPES if t not in (*SORTING, "sft")]
@@ -475,7 +475,7 @@ def test_edge_cases_batch_one_and_extreme_ratios():
     # discopop: TRL's exp(-x) * sigmoid(x / tau) is inf * 0 = nan for a very wrong pair; lossbook's is finite
     x = torch.tensor([-1e4])
     s = torch.sigmoid(x / 0.05)
-    assert torch.isnan(-F.logsigmoid(x) * (1 - s) + torch.exp(-x) * s)  # TRL's expression, dpo_trainer.py:1487
+    assert torch.isnan(-F.logsigmoid(x) * (1 - s) + torch.exp(-x) * s)  # TRL's expression (its discopop branch)
     out = dpo_loss(*far, beta=1.0, loss_type="discopop")[0]
     assert torch.isfinite(out).all() and out[1] == 1e4
 
@@ -514,8 +514,120 @@ def test_dpo_loss_errors():
         dpo_loss(torch.ones(3, dtype=torch.long), *x[1:])
 
 
+@pytest.mark.parametrize("tau", [float("inf"), float("-inf"), float("nan"), 0.0, -0.1, torch.tensor(float("inf"))])
+def test_discopop_tau_must_be_finite_and_positive(tau):
+    """tau = inf makes s = sigmoid(0) = 1/2 for every pair (no switch at all), silently: refused, as nan and <= 0."""
+    with pytest.raises(ValueError, match=r"discopop_tau must be a finite number > 0 .*got (inf|-inf|nan|0\.0|-0\.1)$"):
+        dpo_loss(*_logps(batch=3), loss_type="discopop", discopop_tau=tau)
+    ok = dpo_loss(*_logps(batch=3), loss_type="discopop", discopop_tau=torch.tensor(0.3))[0]  # a 0-dim tensor is fine
+    torch.testing.assert_close(ok, dpo_loss(*_logps(batch=3), loss_type="discopop", discopop_tau=0.3)[0])
+
+
+def _trl_branch(loss_type: str) -> str:
+    """The body of TRL 1.16's ``loss_type == ...`` branch in ``DPOTrainer._compute_loss``, dedented."""
+    import inspect
+    import textwrap
+
+    from trl import DPOTrainer
+
+    lines = inspect.getsource(DPOTrainer._compute_loss).splitlines()
+    start = next(i for i, line in enumerate(lines) if f'loss_type == "{loss_type}"' in line)
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].strip().startswith(("elif loss_type", "else:")))
+    return textwrap.dedent("\n".join(lines[start + 1:end]))
+
+
+@pytest.mark.parametrize("loss_type", TRL_LOSS_TYPES)
+def test_each_loss_function_equals_trls_branch_run_on_the_same_tensors(trl, loss_type):
+    """TRL's branch source, executed on the same float32 log-probs: the same bits (the arithmetic is TRL's, in TRL's
+    order), except discopop (lossbook's finite exp(-x + log s)) and sft (TRL averages per-token log-probs)."""
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(11)
+    batch, seq = 6, 9
+    pw, pl, rw, rl = (3 * torch.randn(batch, generator=g) - 10 for _ in range(4))
+    lengths = torch.tensor([1, 3, 9, 4, 2, 7]), torch.tensor([5, 1, 2, 9, 3, 4])
+    completion_mask = (torch.arange(seq)[None] < torch.cat(lengths)[:, None]).long()  # [2 * batch, seq]
+    shift_mask = completion_mask[:, 1:]
+    per_token = -torch.rand(2 * batch, seq - 1, generator=g) * shift_mask  # [2 * batch, seq - 1]
+    if loss_type == "sft":
+        pw, pl = per_token.sum(-1).chunk(2)  # sft reads the per-token log-probs; lossbook their sums
+    beta, e, tau = 0.7, SMOOTHING.get(loss_type, 0.0), 0.3
+    h_w, h_l = pw - rw, pl - rl
+    ns = {"torch": torch, "F": F, "device": "cpu", "chosen_logps": pw, "rejected_logps": pl,
+          "ref_chosen_logps": rw, "ref_rejected_logps": rl, "chosen_logratios": h_w, "rejected_logratios": h_l,
+          "chosen_scores": h_w, "rejected_scores": h_l, "delta_score": h_w - h_l, "completion_mask": completion_mask,
+          "shift_completion_mask": shift_mask, "per_token_logps": per_token,
+          "self": SimpleNamespace(beta=beta, label_smoothing=e, args=SimpleNamespace(discopop_tau=tau))}
+    exec(compile(_trl_branch(loss_type), f"TRL {loss_type}", "exec"), ns)
+    theirs = ns["per_sequence_loss"]
+    kw = {"ipo": {"chosen_lengths": lengths[0], "rejected_lengths": lengths[1]},
+          "sigmoid_norm": {"chosen_lengths": lengths[0], "rejected_lengths": lengths[1]},
+          "sft": {"chosen_scored_tokens": shift_mask.chunk(2)[0].sum(-1)}, "discopop": {"discopop_tau": tau}}
+    mine = dpo_loss(pw, pl, rw, rl, beta=beta, loss_type=loss_type, label_smoothing=e, **kw.get(loss_type, {}))[0]
+    if loss_type in ("discopop", "sft"):
+        torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-6)
+    else:
+        assert torch.equal(mine, theirs), (loss_type, (mine - theirs).abs().max())
+
+
+def test_each_loss_type_has_one_function_citing_its_paper_and_trl_branch(trl):
+    """The registry covers LOSS_TYPES in order; each docstring names a paper (its year; sft is the plain NLL) and the
+    TRL branch it mirrors, which exists in the installed TRL, by name: no line numbers (they move with releases)."""
+    import inspect
+    import re
+
+    from trl import DPOTrainer
+
+    trl_source = inspect.getsource(DPOTrainer._compute_loss)
+    assert tuple(LOSS_FUNCTIONS) == LOSS_TYPES
+    for loss_type, fn in LOSS_FUNCTIONS.items():
+        doc = inspect.getdoc(fn)
+        assert loss_type == "sft" or re.search(r"\b20[12]\d\b", doc), (loss_type, "no paper year")  # sft: NLL
+        branch = f'loss_type == "{"sigmoid" if loss_type == "cdpo" else loss_type}"'
+        assert "DPOTrainer." in doc and f"``{branch}``" in doc, (loss_type, doc)
+        if loss_type == "cdpo":  # older TRL's sigmoid branch with label_smoothing; no branch of its own in 1.16
+            assert '"cdpo"' not in trl_source and "Not in TRL 1.16" in doc
+        else:
+            assert branch in trl_source, loss_type
+        assert not re.search(r"\.py:\d|\bline \d|\blines \d", doc), (loss_type, "a line number")
+
+
+def test_rendered_dpo_code_fits_the_books_column():
+    """What chapter 09 renders (show_source): every line at most 100 characters, docstrings at most 15 lines."""
+    import ast
+    import inspect
+    import textwrap
+
+    for fn in (dpo_loss, sequence_logps, *LOSS_FUNCTIONS.values()):
+        source = inspect.getsource(fn)
+        long = [(len(line), line) for line in source.splitlines() if len(line) > 100]
+        assert not long, (fn.__name__, long)
+        doc = ast.parse(textwrap.dedent(source)).body[0].body[0]
+        assert doc.end_lineno - doc.lineno + 1 <= 15, (fn.__name__, doc.end_lineno - doc.lineno + 1)
+
+
+def test_bug_zoo_and_demos_import_the_shared_pair_logps_without_a_circle():
+    """lossbook.bugzoo.dpo imports nothing from lossbook.demos (the demos import the zoo's unshifted_gather, to
+    train on it): pair_logps lives in lossbook.dpo, and the old names still import from where they were."""
+    import ast
+    import inspect
+
+    from lossbook.bugzoo import dpo as zoo
+    from lossbook.demos import dpo as demo
+
+    imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(zoo)))
+                if isinstance(node, ast.ImportFrom)}
+    assert not any("demos" in (m or "") for m in imported), imported
+    assert demo.pair_logps is zoo.pair_logps is lossbook.dpo.pair_logps
+    assert demo.unshifted_gather is zoo.unshifted_gather
+
+
 def test_variant_keywords_table_is_exact():
+    import inspect
+
     assert set(VARIANT_KEYWORDS) <= set(LOSS_TYPES)
+    for loss_type, keywords in VARIANT_KEYWORDS.items():  # each keyword is a parameter of its type's function
+        assert set(keywords) <= set(inspect.signature(LOSS_FUNCTIONS[loss_type]).parameters), loss_type
     assert set(TRL_LOSS_TYPES) | {"cdpo"} == set(LOSS_TYPES)
 
 

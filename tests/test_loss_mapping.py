@@ -66,7 +66,7 @@ def _cases(seed: int):
     tags[1, 3:] = -100
 
     def cfg(num_labels):
-        return SimpleNamespace(num_labels=num_labels, problem_type=None)  # fresh: upstream writes problem_type
+        return SimpleNamespace(num_labels=num_labels, problem_type=None)  # fresh: both write problem_type
 
     def lm(key):
         ours, hf = LOSS_MAPPING[key], HF[key]
@@ -87,13 +87,14 @@ def _cases(seed: int):
             (start_logits, lambda z: qa(z, end_logits, starts, ends), lambda z: hf_qa(z, end_logits, starts, ends)),
             (end_logits, lambda z: qa(start_logits, z, starts, ends), lambda z: hf_qa(start_logits, z, starts, ends)),
         ],
+        # as the models call them (modeling_layers.py): keywords, the unpooled logits too, and the config
         "ForSequenceClassification": [
-            (pooled, lambda z: seqcls(single, z, classes), lambda z: hf_seqcls(single, z, cfg(classes))),
-            (pooled, lambda z: seqcls(multi, z, classes), lambda z: hf_seqcls(multi, z, cfg(classes))),
-            (pooled[:, :1], lambda z: seqcls(regression, z, 1), lambda z: hf_seqcls(regression, z, cfg(1))),
+            (z0, lambda z, y=y: seqcls(logits=tag_logits, labels=y, pooled_logits=z, config=cfg(z.shape[-1])),
+             lambda z, y=y: hf_seqcls(logits=tag_logits, labels=y, pooled_logits=z, config=cfg(z.shape[-1])))
+            for y, z0 in ((single, pooled), (multi, pooled), (regression, pooled[:, :1]))
         ],
         "ForTokenClassification": [
-            (tag_logits, lambda z: tok(z, tags, classes), lambda z: hf_tok(z, tags, cfg(classes))),
+            (tag_logits, lambda z: tok(z, tags, cfg(classes)), lambda z: hf_tok(z, tags, cfg(classes))),
         ],
     }
 
@@ -204,3 +205,204 @@ def test_which_models_really_call_loss_function(hf_loss_utils):
         out = t5(input_ids=x, labels=y)
         torch.testing.assert_close(out.loss, masked_lm_loss(out.logits, y))
         assert not calls["t5"] and (out.loss - causal_lm_loss(out.logits, y)).abs() > 1e-3
+
+
+# ----- issue 29: lossbook's map inside real transformers models (tiny, random, built from configs) -----
+
+
+def test_the_functions_keep_their_signatures_and_the_entries_take_the_config():
+    import inspect
+
+    from lossbook import sequence_classification_loss, token_classification_loss
+    from lossbook.loss_mapping import sequence_classification_entry, token_classification_entry
+
+    assert list(inspect.signature(sequence_classification_loss).parameters) == [
+        "labels", "pooled_logits", "num_labels", "problem_type", "kwargs"]
+    assert list(inspect.signature(token_classification_loss).parameters)[:3] == ["logits", "labels", "num_labels"]
+    assert LOSS_MAPPING["ForSequenceClassification"] is sequence_classification_entry
+    assert LOSS_MAPPING["ForTokenClassification"] is token_classification_entry
+    for entry in (sequence_classification_entry, token_classification_entry):
+        assert "config" in inspect.signature(entry).parameters
+
+
+def _tiny(name: str, **config):
+    """A tiny randomly initialised transformers model (seeded), nothing downloaded."""
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    family = name.split("For")[0].removesuffix("LMHeadModel")
+    if family == "Llama":
+        cfg = transformers.LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                       num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, **config)
+    elif family == "GPT2":
+        cfg = transformers.GPT2Config(vocab_size=32, n_embd=16, n_layer=1, n_head=2, n_positions=16, **config)
+    elif family == "ModernBert":
+        cfg = transformers.ModernBertConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                            num_attention_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                            cls_token_id=1, sep_token_id=2, **config)
+    elif family == "GPTNeoX":
+        cfg = transformers.GPTNeoXConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, pad_token_id=0, **config)
+    else:
+        cfg = transformers.BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=32, **config)
+    return getattr(transformers, name)(cfg)
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(1, 32, (3, 7), generator=g)  # [batch, seq] token ids, no padding
+    lm = x.clone()
+    lm[0, :3] = -100  # a prompt that is not scored
+    mlm = torch.full_like(x, -100)
+    mlm[:, 2], mlm[1, 5] = x[:, 2], x[1, 5]  # four masked positions
+    tags = torch.randint(0, 4, (3, 7), generator=g)
+    tags[1, 4:] = -100
+    qa = {"start_positions": torch.tensor([1, 9, -1]), "end_positions": torch.tensor([3, 2, 5])}
+    return x, {
+        "lm": {"labels": lm}, "mlm": {"labels": mlm}, "qa": qa, "tags": {"labels": tags},
+        "regression": {"labels": torch.randn(3, generator=g)},
+        "single": {"labels": torch.tensor([0, 2, 1])},
+        "multi": {"labels": torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])},
+    }
+
+
+# (model class, its config's extra fields, the labels, whether its forward passes num_items_in_batch on)
+HEADS = [
+    ("LlamaForCausalLM", {}, "lm", True),
+    ("LlamaForQuestionAnswering", {}, "qa", True),
+    ("LlamaForTokenClassification", {"num_labels": 4}, "tags", False),
+    ("LlamaForSequenceClassification", {"num_labels": 1}, "regression", False),
+    ("LlamaForSequenceClassification", {"num_labels": 3}, "single", False),
+    ("LlamaForSequenceClassification", {"num_labels": 3}, "multi", False),
+    ("ModernBertForMaskedLM", {}, "mlm", True),
+    ("GPT2LMHeadModel", {}, "lm", True),  # no "For" in the name: the ForCausalLM fallback
+    ("GPTNeoXForCausalLM", {}, "lm", True),
+    ("GPTNeoXForSequenceClassification", {"num_labels": 3}, "single", False),
+    ("GPTNeoXForTokenClassification", {"num_labels": 4}, "tags", False),
+    ("GPTNeoXForQuestionAnswering", {}, "qa", False),
+]
+
+
+MODEL_CASES = [(*h[:3], False) for h in HEADS] + [(*h[:3], True) for h in HEADS if h[3]]
+
+
+@pytest.mark.parametrize("name,config,labels,with_count", MODEL_CASES,
+                         ids=[f"{c[0]}-{c[2]}" + ("-num_items_in_batch" * c[3]) for c in MODEL_CASES])
+def test_a_real_model_with_lossbooks_map_gives_upstreams_loss_and_gradients(name, config, labels, with_count):
+    import copy
+
+    from lossbook.loss_mapping import use_lossbook_losses
+
+    x, targets = _inputs()
+    kwargs = dict(targets[labels], **({"num_items_in_batch": torch.tensor(5)} if with_count else {}))
+    upstream = _tiny(name, **config).eval()
+    ours = use_lossbook_losses(copy.deepcopy(upstream))
+    assert ours.loss_function is LOSS_MAPPING[upstream.loss_type or "ForCausalLM"]
+    calls = []
+    chosen = ours.loss_function
+    ours.loss_function = lambda *a, **k: calls.append(k) or chosen(*a, **k)
+    results = []
+    for model in (upstream, ours):
+        out = model(input_ids=x, **kwargs)
+        out.loss.backward()
+        results.append((out.loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (loss, grads), (our_loss, our_grads) = results
+    assert len(calls) == 1  # the model really called lossbook's entry
+    if with_count:
+        assert "num_items_in_batch" in calls[0]
+    assert our_loss.dtype == loss.dtype and torch.isfinite(loss)
+    torch.testing.assert_close(our_loss, loss, atol=0, rtol=0)
+    assert grads.keys() == our_grads.keys() and grads
+    for key in grads:
+        torch.testing.assert_close(our_grads[key], grads[key], atol=0, rtol=0)
+    if "SequenceClassification" in name:  # upstream writes the inferred problem type to the config; so does ours
+        assert ours.config.problem_type == upstream.config.problem_type is not None
+
+
+def test_the_problem_type_is_written_back_as_upstream_but_only_for_labels_the_loss_accepts():
+    from lossbook.loss_mapping import sequence_classification_entry
+
+    config = SimpleNamespace(num_labels=3, problem_type=None)
+    logits = torch.randn(2, 3)
+    with pytest.raises(ValueError, match="one torch.float32 label per row"):  # float class ids: refused
+        sequence_classification_entry(torch.tensor([0.0, 2.0]), logits, config)
+    assert config.problem_type is None
+    sequence_classification_entry(torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]]), logits, config)
+    assert config.problem_type == "multi_label_classification"  # the first accepted batch decides, as upstream
+    with pytest.raises(TypeError, match="multi-label labels must be floating-point"):
+        sequence_classification_entry(torch.tensor([0, 2]), logits, config)  # upstream raises too, from torch
+
+
+def test_use_lossbook_losses_refuses_heads_that_never_consult_the_map():
+    """BERT's heads, T5 and BART compute their loss inline: the helper says so instead of changing nothing."""
+    from lossbook.loss_mapping import use_lossbook_losses
+
+    transformers = pytest.importorskip("transformers")
+    for name in ("BertForMaskedLM", "BertForSequenceClassification", "BertForTokenClassification",
+                 "BertForQuestionAnswering"):
+        model = _tiny(name)
+        assert model.loss_type in LOSS_MAPPING  # the right key, never consulted
+        with pytest.raises(ValueError, match=f"{name}.forward computes its loss inline"):
+            use_lossbook_losses(model)
+    t5 = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=24, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2, decoder_start_token_id=0))
+    with pytest.raises(ValueError, match="computes its loss inline"):
+        use_lossbook_losses(t5)
+    bart = transformers.BartForConditionalGeneration(transformers.BartConfig(
+        vocab_size=24, d_model=8, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=16, decoder_ffn_dim=16, max_position_embeddings=16))
+    with pytest.raises(ValueError, match="computes its loss inline"):
+        use_lossbook_losses(bart)
+    # and the inline losses really are computed without the map: a spy on loss_function is never called
+    x = torch.randint(1, 24, (2, 6), generator=torch.Generator().manual_seed(0))
+    calls = []
+    bart.loss_function = lambda *a, **k: calls.append(1)
+    with torch.no_grad():
+        assert bart(input_ids=x, labels=x).loss is not None and not calls
+
+
+def test_use_lossbook_losses_refuses_a_loss_type_it_has_no_loss_for():
+    from lossbook.loss_mapping import use_lossbook_losses
+
+    model = SimpleNamespace(loss_type="ForImageClassification")
+    with pytest.raises(ValueError, match="text heads only"):
+        use_lossbook_losses(model)
+
+
+def test_a_trainer_run_with_gradient_accumulation_equals_the_default_run(tmp_path):
+    """Chapter 01's lesson end to end: Trainer passes the accumulated batch's token count (num_items_in_batch)
+    to the model, the model to lossbook's causal_lm_loss; the logged losses and final weights equal the default's."""
+    transformers = pytest.importorskip("transformers")
+    from lossbook.loss_mapping import use_lossbook_losses
+
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for _ in range(12):  # sequences of 3 to 8 real tokens, right-padded: micro-batches of uneven token counts
+        n = int(torch.randint(3, 9, (1,), generator=g))
+        ids = torch.randint(1, 32, (8,), generator=g)
+        ids[n:] = 0
+        labels = torch.where(ids == 0, -100, ids)
+        rows.append({"input_ids": ids, "labels": labels, "attention_mask": (ids != 0).long()})
+
+    def train(lossbook: bool):
+        model = _tiny("LlamaForCausalLM")
+        counts = []
+        if lossbook:
+            use_lossbook_losses(model)
+            chosen = model.loss_function
+            model.loss_function = lambda *a, **k: counts.append(k.get("num_items_in_batch")) or chosen(*a, **k)
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path / str(lossbook)), per_device_train_batch_size=2, gradient_accumulation_steps=3,
+            max_steps=2, learning_rate=1e-2, logging_steps=1, report_to=[], use_cpu=True, save_strategy="no",
+            seed=0, disable_tqdm=True)
+        trainer = transformers.Trainer(model=model, args=args, train_dataset=rows)
+        trainer.train()
+        return [h["loss"] for h in trainer.state.log_history if "loss" in h], model, counts
+
+    losses, model, _ = train(False)
+    our_losses, our_model, counts = train(True)
+    assert len(counts) == 6 and all(torch.is_tensor(c) for c in counts)  # 2 steps x 3 micro-batches, shared count
+    assert our_losses == losses and len(losses) == 2
+    for (name, p), q in zip(model.named_parameters(), our_model.parameters()):
+        torch.testing.assert_close(q, p, atol=0, rtol=0, msg=name)

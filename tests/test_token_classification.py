@@ -1,6 +1,8 @@
+
 """token_classification_loss against transformers' ForTokenClassification, sympy and autograd; chapter 05's
 derivations, demo helpers, widget and bug zoo."""
 
+import inspect
 from types import SimpleNamespace
 
 import pytest
@@ -138,7 +140,11 @@ def test_non_contiguous_logits_are_accepted(hf_loss_utils):
 
 
 def test_loss_mapping_points_here():
-    assert LOSS_MAPPING["ForTokenClassification"] is token_classification_loss
+    """The map's entry takes transformers' calling convention (``config``) and calls this loss (issue 29)."""
+    from lossbook import loss_mapping
+
+    assert LOSS_MAPPING["ForTokenClassification"] is loss_mapping.token_classification_entry
+    assert "token_classification_loss(" in inspect.getsource(loss_mapping.token_classification_entry)
 
 
 # ---- autograd and sympy -------------------------------------------------------------------------------------------

@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..demos.dpo import pair_logps
-from ..dpo import dpo_loss
+from ..dpo import dpo_loss, pair_logps
 
 __all__ = [
     "unshifted_gather",
@@ -28,13 +27,15 @@ __all__ = [
 
 
 def unshifted_gather(logits, labels, mask=None):
-    """BUG (seed 001, x-transformers ``log_prob_from_model_and_seq``): ``log_softmax(logits).gather(-1, seq)``
-    scores token t with the logits of position t, which predict token t + 1."""
+    """BUG (seed 001, x-transformers ``log_prob_from_model_and_seq``):
+    ``log_softmax(logits).gather(-1, seq)`` scores token t with the logits of position t, which
+    predict token t + 1."""
     keep = labels != -100  # [batch, seq]
     if mask is not None:
         keep = keep & mask.bool()
     log_probs = logits.float().log_softmax(-1)  # [batch, seq, vocab]
-    picked = log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # [batch, seq], no shift
+    index = labels.clamp(min=0).unsqueeze(-1)  # [batch, seq, 1]: the labels themselves, no shift
+    picked = log_probs.gather(-1, index).squeeze(-1)  # [batch, seq]
     return picked.masked_fill(~keep, 0.0).sum(-1)
 
 
@@ -64,9 +65,9 @@ def scores_the_prompt(logits, labels, mask=None):
 
 
 def reference_receives_gradients(policy, reference, batch, beta):
-    """BUG: the reference's log-probs are computed with autograd on: the value is right, but ``backward``
-    fills the reference's ``.grad`` and an optimiser over both models (or a shared module) moves the
-    anchor.  (``dpo_loss`` refuses such log-probs, so the loss is written out.)"""
+    """BUG: the reference's log-probs are computed with autograd on: the value is right, but
+    ``backward`` fills the reference's ``.grad`` and an optimiser over both models (or a shared
+    module) moves the anchor.  (``dpo_loss`` refuses such log-probs, so the loss is written out.)"""
     pw, pl = pair_logps(policy, batch)
     rw, rl = pair_logps(reference, batch)  # no torch.no_grad(), no detach
     return -F.logsigmoid(beta * ((pw - rw) - (pl - rl))).mean()

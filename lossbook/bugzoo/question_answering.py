@@ -76,7 +76,8 @@ def pools_both_heads(start_logits, end_logits, start_positions, end_positions, *
 
 
 def onehot_without_squeeze(start_logits, end_logits, start_positions, end_positions, **kwargs):
-    """BUG: a hand-written one-hot loss that forgets squeeze(-1): [batch, 1] positions broadcast silently.
+    """BUG: a hand-written one-hot loss that forgets squeeze(-1): [batch, 1] positions broadcast
+    silently.
 
     Right for positions of shape [batch]; for [batch, 1] the one-hot is [batch, 1, seq], times the
     [batch, seq] log-probabilities it broadcasts to [batch, batch, seq], and every example is scored
@@ -87,7 +88,8 @@ def onehot_without_squeeze(start_logits, end_logits, start_positions, end_positi
     def head(logits, positions):
         positions = positions.clamp(0, seq)  # [batch] or [batch, 1]
         keep = (positions != seq).to(logits.dtype)  # [batch] or [batch, 1]
-        onehot = F.one_hot(positions, seq + 1)[..., :seq].to(logits.dtype)  # [batch, seq] or [batch, 1, seq]
+        # [batch, seq], or [batch, 1, seq] for [batch, 1] positions
+        onehot = F.one_hot(positions, seq + 1)[..., :seq].to(logits.dtype)
         nll = -(onehot * logits.log_softmax(-1)).sum(-1)  # [batch] or, broadcast, [batch, batch]
         return (nll * keep).sum() / keep.expand_as(nll).sum()
 

@@ -18,29 +18,31 @@ __all__ = ["broadcasting_mse", "bce_of_probabilities", "softmax_across_labels", 
 
 
 def broadcasting_mse(labels, pooled_logits, num_labels, problem_type=None, **kwargs):
-    """BUG: regression without the squeeze: ``[batch, 1]`` logits against ``[batch]`` labels broadcast
-    to a ``[batch, batch]`` matrix of every prediction against every label.
+    """BUG: regression without the squeeze: ``[batch, 1]`` logits against ``[batch]`` labels
+    broadcast to a ``[batch, batch]`` matrix of every prediction against every label.
 
-    Its mean is the right MSE plus twice the covariance of predictions and labels, and its gradient pulls
-    every prediction to the mean label.  PyTorch only warns (a UserWarning, easily lost in a training log;
-    it is silenced here so the exhibit prints cleanly).
+    Its mean is the right MSE plus twice the covariance of predictions and labels, and its gradient
+    pulls every prediction to the mean label.  PyTorch only warns (a UserWarning, easily lost in a
+    training log; it is silenced here so the exhibit prints cleanly).
     """
     if (problem_type or infer_problem_type(num_labels, labels)) != "regression":
-        return sequence_classification_loss(labels, pooled_logits, num_labels, problem_type, **kwargs)
+        return sequence_classification_loss(labels, pooled_logits, num_labels, problem_type,
+                                            **kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return F.mse_loss(pooled_logits, labels)  # [batch, 1] vs [batch] -> [batch, batch]
 
 
 def bce_of_probabilities(labels, pooled_logits, num_labels, problem_type=None, **kwargs):
-    """BUG: multi-label with sigmoid applied twice: the head's output is squashed to probabilities and
-    then given to ``binary_cross_entropy_with_logits``, which applies its own sigmoid.
+    """BUG: multi-label with sigmoid applied twice: the head's output is squashed to probabilities
+    and then given to ``binary_cross_entropy_with_logits``, which applies its own sigmoid.
 
-    sigmoid(sigmoid(z)) stays in (0.5, 0.73), so no label can ever be predicted absent with confidence,
-    and the gradient is damped by sigmoid'(z) <= 1/4.
+    sigmoid(sigmoid(z)) stays in (0.5, 0.73), so no label can ever be predicted absent with
+    confidence, and the gradient is damped by sigmoid'(z) <= 1/4.
     """
     if (problem_type or infer_problem_type(num_labels, labels)) != "multi_label_classification":
-        return sequence_classification_loss(labels, pooled_logits, num_labels, problem_type, **kwargs)
+        return sequence_classification_loss(labels, pooled_logits, num_labels, problem_type,
+                                            **kwargs)
     return F.binary_cross_entropy_with_logits(torch.sigmoid(pooled_logits), labels)
 
 
@@ -52,7 +54,8 @@ def softmax_across_labels(labels, pooled_logits, num_labels, problem_type=None, 
     being independent yes/no questions.
     """
     if (problem_type or infer_problem_type(num_labels, labels)) != "multi_label_classification":
-        return sequence_classification_loss(labels, pooled_logits, num_labels, problem_type, **kwargs)
+        return sequence_classification_loss(labels, pooled_logits, num_labels, problem_type,
+                                            **kwargs)
     return F.cross_entropy(pooled_logits, labels.to(pooled_logits.dtype))
 
 
@@ -64,6 +67,7 @@ def onehot_float_labels(labels, pooled_logits, num_labels, problem_type=None, **
     trains C independent sigmoids with BCE instead of one softmax with cross-entropy.
     """
     if (problem_type or infer_problem_type(num_labels, labels)) != "single_label_classification":
-        return sequence_classification_loss(labels, pooled_logits, num_labels, problem_type, **kwargs)
-    onehot = F.one_hot(labels.long(), num_labels).to(pooled_logits.dtype)  # [batch] -> [batch, classes]
-    return sequence_classification_loss(onehot, pooled_logits, num_labels, None)  # infers multi-label
+        return sequence_classification_loss(labels, pooled_logits, num_labels, problem_type,
+                                            **kwargs)
+    onehot = F.one_hot(labels.long(), num_labels).to(pooled_logits.dtype)  # [batch, classes]
+    return sequence_classification_loss(onehot, pooled_logits, num_labels)  # infers multi-label

@@ -27,6 +27,7 @@ __all__ = [
     "sharded_losses",
     "copying_logits",
     "causal_lm_cases",
+    "check_zigzag_targets",
 ]
 
 
@@ -271,3 +272,62 @@ def causal_lm_cases(seed: int = 0, *, dtype: torch.dtype = torch.float32) -> lis
                 labels[row, seq - pad :] = -100
         cases.append({"logits": logits, "labels": labels, "ignore_index": -100})
     return cases
+
+
+# --- the exercises' checks: each prints a verdict only (PASS / FAIL / not attempted), never the answer -----------
+
+
+def _zigzag(x: torch.Tensor, shards: int) -> list[torch.Tensor]:
+    """Device k's part of ``x`` (dim 1 cut into 2 * shards chunks): chunks k and 2 * shards - 1 - k, in order."""
+    chunks = x.chunk(2 * shards, dim=1)
+    return [torch.cat([chunks[k], chunks[2 * shards - 1 - k]], dim=1) for k in range(shards)]
+
+
+def check_zigzag_targets(fn, name: str = "exercise 2") -> None:
+    """Exercise: ``fn(labels, shards)`` -> the ``shift_labels`` piece of every device under zigzag context
+    parallelism (device k holds chunks k and 2 * shards - 1 - k of the sequence cut into 2 * shards chunks).
+
+    Each device's logits are cut the same way, scored with its piece and one shared ``num_items_in_batch``
+    (the kept targets of all the pieces, as an all-reduce would count them); the sum over devices must equal
+    ``causal_lm_loss`` of the whole sequence, in float64, on random logits (padding of several lengths, a row
+    that is all padding, ignored labels inside a row) for 2, 3 and 4 devices.
+    """
+    from ..checks import print_verdict
+
+    if fn is Ellipsis:
+        return print_verdict(f"{name}: not attempted yet (replace ... with your function)", False)
+    g = torch.Generator().manual_seed(11)
+    settings = 0
+    for batch, seq, vocab in [(3, 12, 7), (2, 24, 11), (1, 8, 5)]:
+        logits = 2 * torch.randn(batch, seq, vocab, generator=g, dtype=torch.float64)  # [batch, seq, vocab]
+        labels = torch.randint(1, vocab, (batch, seq), generator=g)  # [batch, seq]
+        for row in range(1, batch):
+            labels[row, seq - 3 * row:] = -100  # right padding of several lengths
+        if batch > 1:
+            labels[-1] = -100  # a row with nothing to score
+        labels[0, seq // 2 + 1] = -100  # an ignored label inside a row
+        full = causal_lm_loss(logits, labels)  # []
+        for shards in (2, 3, 4):
+            if seq % (2 * shards):
+                continue
+            settings += 1
+            try:
+                pieces = [torch.as_tensor(p) for p in fn(labels.clone(), shards)]
+            except Exception as err:  # a reader's function that crashes gets a verdict, not a traceback
+                return print_verdict(f"FAIL  {name}: your function raised {type(err).__name__}: {err}", False)
+            want = [batch, seq // shards]
+            if len(pieces) != shards or any(list(p.shape) != want for p in pieces):
+                return print_verdict(f"FAIL  {name}: expected {shards} pieces of shape {want} for {shards} "
+                                     f"devices, got {[list(p.shape) for p in pieces]}", False)
+            total = max(sum(int((p != -100).sum()) for p in pieces), 1)  # the shared count
+            try:
+                parts = [causal_lm_loss(z, None, shift_labels=p.long(), num_items_in_batch=total)
+                         for z, p in zip(_zigzag(logits, shards), pieces)]
+            except Exception as err:  # e.g. a label outside the vocabulary
+                return print_verdict(f"FAIL  {name}: scoring your pieces raised {type(err).__name__}: {err}",
+                                     False)
+            if not abs(float(sum(parts)) - float(full)) <= 1e-9:
+                return print_verdict(f"FAIL  {name}: the devices' losses do not add up to the full sequence's "
+                                     f"loss ({shards} devices, [batch, seq] = {[batch, seq]})", False)
+    print_verdict(f"PASS  {name}: the devices' losses add up to the full sequence's loss "
+                  f"(tolerance 1e-09, {settings} settings)", True)

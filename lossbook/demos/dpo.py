@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..bugzoo.dpo import unshifted_gather
 from ..checks import CheckResult, _error
-from ..dpo import TRL_LOSS_TYPES, dpo_loss, sequence_logps
+from ..dpo import TRL_LOSS_TYPES, dpo_loss, pair_logps, sequence_logps  # pair_logps: re-exported
 
 __all__ = [
     "CHARS",
@@ -221,24 +222,6 @@ def tiny_pair_models(seed: int = 0, vocab: int = 9, batch: int = 4, seq: int = 1
     return policy, reference, out
 
 
-def pair_logps(model, batch: dict, *, concatenated: bool = True, average: bool = False):
-    """``(chosen, rejected)`` log-probs, Float[batch] each, of ``model`` on the batch's completions.
-
-    ``concatenated=True`` runs one forward on ``[chosen; rejected]`` (TRL's way, one pass through the weights);
-    ``False`` runs two.  Both sides are right-padded to a common length first.
-    """
-    ids_w, ids_l = batch["chosen_ids"], batch["rejected_ids"]
-    m_w, m_l = batch["chosen_mask"], batch["rejected_mask"]
-    if concatenated:
-        width = max(ids_w.shape[1], ids_l.shape[1])
-        ids = torch.cat([F.pad(ids_w, (0, width - ids_w.shape[1])), F.pad(ids_l, (0, width - ids_l.shape[1]))])
-        mask = torch.cat([F.pad(m_w, (0, width - m_w.shape[1])), F.pad(m_l, (0, width - m_l.shape[1]))])
-        logps = sequence_logps(model(ids), ids, mask, average=average)  # [2 * batch]
-        return logps.chunk(2)
-    return (sequence_logps(model(ids_w), ids_w, m_w, average=average),
-            sequence_logps(model(ids_l), ids_l, m_l, average=average))
-
-
 def dpo_batch_loss(policy, reference, batch: dict, beta: float = 0.1, loss_type: str = "sigmoid", *,
                    concatenated: bool = True, average: bool = False, ref_logps=None, **kwargs):
     """The DPO loss of a batch of pairs: policy log-probs with gradients, reference log-probs without.
@@ -427,10 +410,9 @@ def make_preferences(model, data, *, prompt_len: int = 6, completion_len: int = 
 
 
 def _pair_logps_with(model, batch, gather: str):
+    """The pair's log-probs with the right gather, or with seed 001's unshifted one (trained on purpose)."""
     if gather == "shifted":
         return pair_logps(model, batch)
-    from ..bugzoo.dpo import unshifted_gather  # seed 001's mistake, trained on purpose
-
     ids = torch.cat([batch["chosen_ids"], batch["rejected_ids"]])
     mask = torch.cat([batch["chosen_mask"], batch["rejected_mask"]])
     return unshifted_gather(model(ids), ids, mask).chunk(2)

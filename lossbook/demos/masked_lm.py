@@ -18,7 +18,7 @@ from ..text import CharTokenizer, load_text, random_windows
 
 __all__ = ["RhymeSplit", "split_rhymes", "RhymeSplits", "split_rhymes_three_way", "mlm_batch", "EvalSet",
            "make_eval_set", "masked_accuracy", "accuracy_by_fate", "majority_baseline", "context_count_baseline",
-           "unigram_entropy", "KeepBest", "check_mask_share", "check_expected_scored",
+           "unigram_entropy", "KeepBest", "check_mask_share", "check_expected_scored", "check_whole_word_labels",
            "check_labels_from_masking", "fill_masks", "loss_cases", "masking_cases", "transformers_collator"]
 
 
@@ -345,6 +345,59 @@ def check_expected_scored(fn, name: str = "exercise 2", draws: int = 4000) -> No
                 _verdict(name, False, f" (off by more than 4 standard errors of {draws} maskings)")
                 return
     _verdict(name, True, f" (within 4 standard errors of {draws} maskings, 6 settings)")
+
+
+def _whole_word_reference(ids: list[int], letters: set[int], pick: list[bool]) -> list[int]:
+    """One row of whole-word labels, written as a loop over characters (the check's own computation)."""
+    out, chosen, previous_letter = [], False, False
+    for token, picked in zip(ids, pick):
+        is_letter = token in letters
+        if is_letter and not previous_letter:  # the first letter of a word decides for the whole word
+            chosen = picked
+        out.append(token if is_letter and chosen else -100)
+        previous_letter = is_letter
+    return out
+
+
+def check_whole_word_labels(fn, name: str = "exercise 2") -> None:
+    """Exercise: ``fn(input_ids, letter_ids, pick)`` -> whole-word masking's labels.
+
+    A word is a maximal run of letter ids inside one row; it is selected when ``pick`` is true at its first
+    letter, and then every one of its letters keeps its id as the label; everything else is ``-100``.  Checked
+    on rhyme windows with padding (random picks at two rates, every position picked, none picked, picks only
+    inside words) and on a batch whose words are cut at the row ends.
+    """
+    if fn is Ellipsis:
+        print_verdict(f"{name}: not attempted yet (replace ... with your function)", False)
+        return
+    tok = CharTokenizer(load_text("nursery_rhymes"))
+    letter_ids = tuple(i for i, s in enumerate(tok.vocab) if s.isalpha())
+    letters = set(letter_ids)
+    g = torch.Generator().manual_seed(5)
+    windows = random_windows(tok.encode(load_text("nursery_rhymes")), 4, 32, g)  # [4, 32]
+    for row in range(1, 4):
+        windows[row, 32 - 5 * row:] = tok.pad_id  # right padding of several lengths
+    cut = tok.encode("Jack and Jill went up th" "he hill to fetch a pail ").view(2, 24)  # "th|he" across rows
+    is_letter = torch.isin(windows, torch.tensor(letter_ids))
+    first = is_letter & ~torch.cat([torch.zeros(4, 1, dtype=torch.bool), is_letter[:, :-1]], dim=1)
+    cases = [(windows, torch.rand(4, 32, generator=g) < p, f"rhyme windows, picks at random (rate {p})")
+             for p in (0.3, 0.6)]
+    cases += [(windows, torch.ones(4, 32, dtype=torch.bool), "rhyme windows, every position picked"),
+              (windows, torch.zeros(4, 32, dtype=torch.bool), "rhyme windows, no position picked"),
+              (windows, is_letter & ~first, "rhyme windows, picks only after the first letter of each word"),
+              (cut, torch.rand(2, 24, generator=g) < 0.5, "words cut at the end of a row"),
+              (cut, torch.ones(2, 24, dtype=torch.bool), "words cut at the end of a row, every position picked")]
+    for ids, pick, what in cases:
+        want = torch.tensor([_whole_word_reference(r, letters, k) for r, k in zip(ids.tolist(), pick.tolist())])
+        try:
+            got = torch.as_tensor(fn(ids.clone(), letter_ids, pick.clone()))
+        except Exception as err:  # a reader's function that crashes gets a verdict, not a traceback
+            _verdict(name, False, f": your function raised {type(err).__name__}: {err}")
+            return
+        if got.shape != want.shape or got.is_floating_point() or not torch.equal(got.long(), want):
+            _verdict(name, False, f" (differs from whole-word masking's labels: {what})")
+            return
+    _verdict(name, True, f" (equal to whole-word masking's labels in {len(cases)} cases)")
 
 
 def check_labels_from_masking(fn, name: str = "exercise 4") -> None:

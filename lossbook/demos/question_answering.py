@@ -121,13 +121,14 @@ def make_span_data(
 
 
 class SpanReader(nn.Module):
-    """A tiny convolutional reader: token embeddings, conditioned on the question, two convolutions, a 2-way head.
+    """A tiny convolutional reader: token embeddings conditioned on the question, two convolutions,
+    a 2-way head.
 
     Every token sees its own embedding h_t, the question token's embedding q (position 1) and their
     product h_t * q (how well this token matches the question); two 1-d convolutions of ``width``
     tokens let it see its neighbours (the marker before an answer, the full stop after it).
-    ``forward(ids [batch, seq]) -> (start_logits [batch, seq], end_logits [batch, seq])``, split from
-    one ``[batch, seq, 2]`` projection as ``BertForQuestionAnswering`` does.
+    ``forward(ids [batch, seq]) -> (start_logits [batch, seq], end_logits [batch, seq])``, split
+    from one ``[batch, seq, 2]`` projection as ``BertForQuestionAnswering`` does.
     """
 
     def __init__(self, vocab_size: int, hidden: int = 32, width: int = 9, question_at: int = 1):

@@ -149,7 +149,7 @@ def variant_loss(loss_type: str, pw, pl, rw, rl, beta, eps=0, tau=None, nw=1, nl
     """Per-pair loss of ``lossbook.dpo_loss`` as a sympy expression of the four log-probs (policy pw, pl;
     reference rw, rl), for the loss types that do not sort over the batch (all but aot, aot_unpaired, sft).
 
-    Written from the papers' equations (see ``lossbook.dpo.dpo_loss``'s docstring), independently of the
+    Written from the papers' equations (each cited by its function in ``lossbook.dpo.LOSS_FUNCTIONS``), apart from the
     torch code, so the tests can lambdify it and compare values and gradients.
     """
     tau = sp.Rational(1, 20) if tau is None else tau  # TRL's default discopop_tau
