@@ -16,7 +16,6 @@ import inspect
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -91,14 +90,14 @@ class Tracer:
         return local
 
     def start(self):
-        threading.settrace(self._global)
+        # the main thread only: the kernel runs cells there, and the snapshot (written after each cell, in the same
+        # thread) then never reads a set another thread is adding to
         sys.settrace(self._global)
         return self
 
     def stop(self):
         if sys.gettrace() == self._global:
             sys.settrace(None)
-        threading.settrace(None)
 
     def rearm(self, *_):
         """Put the tracer back if something switched tracing off (never over another tool's tracer)."""

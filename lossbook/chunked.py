@@ -10,6 +10,30 @@ chunk's logits ``[chunk, vocab]`` are computed, reduced to a per-token log-sum-e
 freed.  The backward pass recomputes each chunk's logits from the saved hidden states and weight, turns them
 into ``softmax - onehot`` in place and multiplies into the gradients of the hidden states, weight and bias.
 The largest temporary is ``[chunk, vocab]``, whatever the number of tokens.
+
+Semantics: those of ``causal_lm_loss`` / ``fixed_cross_entropy`` (``ignore_index``, ``num_items_in_batch``,
+the label shift with ``shift=True``); all targets ignored and no ``num_items_in_batch``: NaN (0/0) with zero
+gradients, as the naive path.
+
+Precision: float32 and float64 inputs are computed in their own dtype (float64 for ``gradcheck``).
+float16/bfloat16 inputs: each chunk's logits are computed in the input dtype (as the model's ``lm_head``
+would) and upcast to float32 for the log-sum-exp, as transformers upcasts the logits; the loss is summed in
+float32 and returned in float32 (as ``causal_lm_loss`` on half logits); the weight's and bias's gradients are
+accumulated over chunks in float32 and rounded once.
+
+Memory (measured with lossbook.memory.StorageTracker, tests/test_chunked_cross_entropy.py): forward keeps one
+number per token (its log-sum-exp); the peak of forward + backward in float32 is the weight gradient plus one
+``[chunk_size, vocab]`` float32 chunk plus small vectors, about ``(vocab * hidden + chunk_size * vocab) * 4``
+bytes, against ``3 * tokens * vocab * 4`` for the naive path (logits, log-softmax and their gradient alive
+together).  Half inputs add a float32 copy of each chunk and of the weight gradient.  Time: the backward pass
+recomputes the logits, one extra ``tokens x hidden x vocab`` matmul (4 instead of 3); on the 2-core CPU that
+costs about what the naive path spends passing over its three [tokens, vocab] tensors (benchmarks/).
+
+``recompute=False`` (Liger-Kernel's choice): when a gradient is needed, each chunk's gradients are computed in
+the forward pass, right after its loss, and the backward pass only multiplies them by the incoming gradient:
+3 matmuls and, with the default chunk, the same peak (the scaled weight gradient replaces the chunk); but the
+gradient work is done in forward even if backward never runs, and the unscaled gradients stay alive from
+forward to backward.
 """
 
 from __future__ import annotations
@@ -47,45 +71,39 @@ def chunked_cross_entropy(
     shift: bool = False,
     recompute: bool = True,
 ) -> torch.Tensor:
-    """Cross-entropy of the logits ``hidden @ weight.T + bias`` against ``labels``, computed ``chunk_size`` tokens
-    at a time, never materialising the ``[tokens, vocab]`` logits.
+    """Cross-entropy of the logits ``hidden @ weight.T + bias``, ``chunk_size`` tokens at a time.
 
-    ``hidden``: Float[Tensor, "batch seq hidden"] (any leading dims, e.g. "tokens hidden"), the last hidden
-    states.  ``weight``: Float[Tensor, "vocab hidden"] (an ``nn.Linear(hidden, vocab)``'s weight, or a tied
-    embedding).  ``bias``: Float[Tensor, "vocab"] or None.  ``labels``: Long[Tensor, "batch seq"] (the leading
-    dims of ``hidden``): with ``shift=False`` the target of each position (as ``fixed_cross_entropy`` /
-    ``causal_lm_loss(..., shift_labels=labels)``); with ``shift=True`` the *unshifted* token ids, shifted per
-    sequence before the tokens are cut into chunks, exactly as ``causal_lm_loss(logits, labels)`` does.
+    ``hidden`` Float[batch, seq, hidden] (any leading dims), ``weight`` Float[vocab, hidden],
+    ``bias`` Float[vocab] or None, ``labels`` Long[batch, seq]: the targets (``shift=False``) or
+    the unshifted ids, shifted per sequence before chunking (``shift=True``, as ``causal_lm_loss``).
 
-    loss = sum_t [logsumexp(z_t) - z_t[y_t]] / D over kept targets (``y_t != ignore_index``), z_t = W h_t + b,
-    with D = ``num_items_in_batch`` when given, else the number of kept targets: one denominator shared by
-    every chunk (never a mean per chunk).  All targets ignored and no ``num_items_in_batch``: NaN (0/0) with
-    zero gradients, as the naive path.
+        loss = sum_t [logsumexp(z_t) - z_t[y_t]] / D,   z_t = W h_t + b,   y_t != ignore_index
 
-    Precision: float32 and float64 inputs are computed in their own dtype (float64 for ``gradcheck``).
-    float16/bfloat16 inputs: each chunk's logits are computed in the input dtype (as the model's ``lm_head``
-    would) and upcast to float32 for the log-sum-exp, as transformers upcasts the logits; the loss is summed
-    in float32 and returned in float32 (as ``causal_lm_loss`` on half logits); the weight's and bias's
-    gradients are accumulated over chunks in float32 and rounded once.
-
-    ``chunk_size``: tokens per chunk; None (the default) takes ``hidden``'s last dim, so that a chunk's logits
-    ``[chunk, vocab]`` are as large as the weight's gradient ``[vocab, hidden]``, which any method must hold.
-
-    Memory (measured with lossbook.memory.StorageTracker, tests/test_chunked_cross_entropy.py): forward keeps
-    one number per token (its log-sum-exp); the peak of forward + backward in float32 is the weight gradient
-    plus one ``[chunk_size, vocab]`` float32 chunk plus small vectors, about ``(vocab * hidden + chunk_size *
-    vocab) * 4`` bytes, against ``3 * tokens * vocab * 4`` for the naive path (logits, log-softmax and their
-    gradient alive together).  Half inputs add a float32 copy of each chunk and of the weight gradient.  Time: the
-    backward pass recomputes the logits, one extra ``tokens x hidden x vocab`` matmul (4 instead of 3); on the
-    2-core CPU that costs about what the naive path spends passing over its three [tokens, vocab] tensors, 1.00x
-    the naive path's time at 2048 tokens, H=256, V=128256 (benchmarks/).
-
-    ``recompute=False`` (Liger-Kernel's choice): when a gradient is needed, each chunk's gradients are computed
-    in the forward pass, right after its loss, and the backward pass only multiplies them by the incoming
-    gradient: 3 matmuls and, with the default chunk, the same peak (the scaled weight gradient replaces the
-    chunk); but the gradient work is done in forward even if backward never runs, and the unscaled gradients
-    stay alive from forward to backward.
+    D = ``num_items_in_batch``, else the kept targets: one denominator for every chunk.  The
+    largest temporary is one [chunk, vocab] block; ``chunk_size`` defaults to ``hidden``'s last
+    dim (a chunk as large as the weight gradient).  ``recompute=False``: gradients in forward
+    (Liger-Kernel's choice).  Peers: Liger-Kernel ``LigerFusedLinearCrossEntropyLoss``, Cut
+    Cross-Entropy (Wijmans et al. 2024); precision, memory, time: chapter 11's table.
     """
+    chunk_size, ignore_index = _check_inputs(hidden, weight, labels, bias, chunk_size, ignore_index,
+                                             num_items_in_batch)
+    if shift:
+        labels = next_token_labels(labels, ignore_index)  # [batch, seq]: before chunking
+    targets = labels.reshape(-1).to(device=hidden.device, dtype=torch.long)  # [tokens]
+    flat = hidden.reshape(-1, hidden.shape[-1])  # [tokens, hidden]
+    acc = torch.float32 if hidden.dtype in _HALF else hidden.dtype
+    if num_items_in_batch is None:
+        denominator = (targets != ignore_index).sum().to(acc)  # []: on the device, no sync
+    elif torch.is_tensor(num_items_in_batch):
+        denominator = num_items_in_batch.reshape(()).to(device=hidden.device, dtype=acc)  # []
+    else:  # a fill on the device: no host-to-device copy
+        denominator = torch.full((), num_items_in_batch, dtype=acc, device=hidden.device)  # []
+    return _ChunkedCrossEntropy.apply(flat, weight, bias, targets, denominator, chunk_size,
+                                      ignore_index, bool(recompute))
+
+
+def _check_inputs(hidden, weight, labels, bias, chunk_size, ignore_index, num_items_in_batch):
+    """chunked_cross_entropy's checks; returns ``(chunk_size, ignore_index)`` (the default chunk filled in)."""
     check_float("hidden", hidden)
     check_float("weight", weight)
     if hidden.dim() < 2:
@@ -117,21 +135,9 @@ def chunked_cross_entropy(
                          f"last dim: one token id or ignore_index per position), got {shape_str(labels)}")
     # the value check, once per call: the call's one host-device synchronisation on an accelerator
     check_in_range("labels", labels, vocab, ignore_index, "token id")
-    if shift:
-        labels = next_token_labels(labels, ignore_index)  # [batch, seq]: shifted per sequence, before chunking
-    targets = labels.reshape(-1).to(device=hidden.device, dtype=torch.long)  # [tokens]
-    flat = hidden.reshape(-1, hidden.shape[-1])  # [tokens, hidden]
-    acc = torch.float32 if hidden.dtype in _HALF else hidden.dtype
-    if num_items_in_batch is None:
-        denominator = (targets != ignore_index).sum().to(acc)  # []: on the device, no synchronisation
-    else:
+    if num_items_in_batch is not None:
         check_count("num_items_in_batch", num_items_in_batch)
-        if torch.is_tensor(num_items_in_batch):
-            denominator = num_items_in_batch.reshape(()).to(device=hidden.device, dtype=acc)  # []
-        else:  # a fill on the device: no host-to-device copy
-            denominator = torch.full((), num_items_in_batch, dtype=acc, device=hidden.device)  # []
-    return _ChunkedCrossEntropy.apply(flat, weight, bias, targets, denominator, int(chunk_size), ignore_index,
-                                      bool(recompute))
+    return int(chunk_size), ignore_index
 
 
 def _chunk_buffer(flat, weight, acc, chunk_size):
@@ -164,6 +170,10 @@ def _logsumexp_(z):
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
+    """Forward: per chunk, the logits z [chunk, vocab], then lse(z) - z[y]; lse [tokens] is kept.
+    Backward: per chunk, z again, and d loss / d z = (softmax(z) - onehot(y)) / D on kept rows
+    (``chunk_grads``), multiplied into the gradients of hidden, weight and bias."""
+
     @staticmethod
     def forward(ctx, flat, weight, bias, targets, denominator, chunk_size, ignore_index, recompute):
         acc = denominator.dtype
@@ -173,18 +183,19 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         early = not recompute and any(ctx.needs_input_grad[:3])  # gradients now, scaled in backward
         grads = _new_grads(flat, weight, acc, ctx.needs_input_grad[:3]) if early else None
         scale = 1 / denominator
-        buffer = None if early else _chunk_buffer(flat, weight, acc, chunk_size)  # early: z is needed whole
+        buffer = None if early else _chunk_buffer(flat, weight, acc, chunk_size)  # early: z whole
         for start in range(0, tokens, chunk_size):
             stop = min(start + chunk_size, tokens)
             z = _chunk_logits(flat[start:stop], weight, bias, acc, buffer)  # [chunk, vocab]
             y = targets[start:stop]  # [chunk]
             kept = y != ignore_index  # [chunk]
-            picked = z.gather(1, torch.where(kept, y, 0).unsqueeze(1)).squeeze(1)  # [chunk]: z_t[y_t]
-            chunk_lse = torch.logsumexp(z, dim=-1) if early else _logsumexp_(z)  # [chunk]; z is spent if not early
+            picked = z.gather(1, torch.where(kept, y, 0).unsqueeze(1)).squeeze(1)  # z_t[y_t]
+            chunk_lse = torch.logsumexp(z, dim=-1) if early else _logsumexp_(z)  # z is spent
             total += torch.where(kept, chunk_lse - picked, 0).sum()
             lse[start:stop] = chunk_lse
             if early:
-                _add_chunk_grads(z, chunk_lse, flat, weight, y, kept, scale, start, stop, grads)
+                _ChunkedCrossEntropy.chunk_grads(z, chunk_lse, flat, weight, y, kept, scale, start,
+                                                 stop, grads)
             del z
         del buffer
         if early:
@@ -209,10 +220,33 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             stop = min(start + ctx.chunk_size, flat.shape[0])
             y = targets[start:stop]
             kept = y != ctx.ignore_index
-            g = _chunk_logits(flat[start:stop], weight, bias, acc, buffer)  # recomputed [chunk, vocab]
-            _add_chunk_grads(g, lse[start:stop], flat, weight, y, kept, scale, start, stop, grads)
-            del g
+            z = _chunk_logits(flat[start:stop], weight, bias, acc, buffer)  # recomputed, [chunk, V]
+            _ChunkedCrossEntropy.chunk_grads(z, lse[start:stop], flat, weight, y, kept, scale,
+                                             start, stop, grads)
+            del z
         return _finish_grads(grads, None) + (None,) * 5
+
+    @staticmethod
+    def chunk_grads(g, chunk_lse, flat, weight, y, kept, scale, start, stop, grads):
+        """One chunk's backward: its logits ``g`` [chunk, vocab] become (softmax - onehot) * scale
+        in place (0 on ignored rows); then grad_h[chunk] = g W, grad_W += g^T h, grad_b += sum g."""
+        grad_h, grad_w, grad_b, _ = grads
+        acc = g.dtype
+        g.sub_(chunk_lse.unsqueeze(1)).exp_()  # softmax, in place
+        rows = torch.arange(stop - start, device=g.device)
+        g[rows, torch.where(kept, y, 0)] -= kept.to(acc)  # softmax - onehot on kept rows
+        g.mul_(torch.where(kept, scale, 0).unsqueeze(1))  # ignored rows: exactly 0 (also D = 0)
+        g_in = g.to(flat.dtype)  # [chunk, vocab]: the gradient of the input-dtype logits
+        h = flat[start:stop]
+        if grad_h is not None:
+            torch.mm(g_in, weight, out=grad_h[start:stop])
+        if grad_w is not None:
+            if acc == flat.dtype:
+                grad_w.addmm_(g_in.T, h)
+            else:
+                grad_w.add_(g_in.T @ h)  # the half product into the float32 sum, no float32 copy
+        if grad_b is not None:
+            grad_b += g_in.sum(0, dtype=acc)
 
 
 def _new_grads(flat, weight, acc, needs):
@@ -221,28 +255,6 @@ def _new_grads(flat, weight, acc, needs):
             torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None,
             torch.zeros(weight.shape[0], dtype=acc, device=weight.device) if need_b else None,
             weight.dtype)
-
-
-def _add_chunk_grads(g, chunk_lse, flat, weight, y, kept, scale, start, stop, grads):
-    """Turn one chunk's logits ``g`` [chunk, vocab] (acc dtype) in place into (softmax - onehot) * scale on kept
-    rows and add its contributions to the gradients of hidden (rows start:stop), weight and bias."""
-    grad_h, grad_w, grad_b, _ = grads
-    acc = g.dtype
-    g.sub_(chunk_lse.unsqueeze(1)).exp_()  # softmax, in place
-    rows = torch.arange(stop - start, device=g.device)
-    g[rows, torch.where(kept, y, 0)] -= kept.to(acc)  # softmax - onehot on kept rows
-    g.mul_(torch.where(kept, scale, 0).unsqueeze(1))  # ignored rows: exactly 0 (also when D = 0)
-    g_in = g.to(flat.dtype)  # [chunk, vocab]: the gradient of the input-dtype logits
-    h = flat[start:stop]
-    if grad_h is not None:
-        torch.mm(g_in, weight, out=grad_h[start:stop])
-    if grad_w is not None:
-        if acc == flat.dtype:
-            grad_w.addmm_(g_in.T, h)
-        else:
-            grad_w.add_(g_in.T @ h)  # the half product added into the float32 sum, no float32 copy
-    if grad_b is not None:
-        grad_b += g_in.sum(0, dtype=acc)
 
 
 def _finish_grads(grads, grad_out):

@@ -63,21 +63,28 @@ def rank(group=None) -> int:
 
 def count_targets(labels: torch.Tensor | None = None, *, shift_labels: torch.Tensor | None = None,
                   ignore_index: int = -100) -> torch.Tensor:
-    """The number of positions that have a target, as a 0-dim int64 tensor: the local ``num_items_in_batch``.
+    """The number of positions with a target, a 0-dim int64: the local ``num_items_in_batch``.
 
     ``labels``: Long[Tensor, "batch seq"], *unshifted* (a causal LM's labels): the targets are
     ``labels[..., 1:]`` (the last position of every row has none), as transformers counts them.
-    ``shift_labels``: Long[Tensor, "batch seq"], already shifted (or cut from a shifted sequence, context
-    parallelism): every entry that is not ``ignore_index`` counts.  Give exactly one of the two.
+    ``shift_labels``: Long[Tensor, "batch seq"], already shifted (or cut from a shifted sequence,
+    context parallelism): every entry that is not ``ignore_index`` counts.  Give exactly one of the
+    two.
     """
+    t, ignore_index = _check_count_inputs(labels, shift_labels, ignore_index)
+    targets = next_token_labels(t, ignore_index) if labels is not None else t  # [batch, seq]
+    return (targets != ignore_index).sum()  # [] int64
+
+
+def _check_count_inputs(labels, shift_labels, ignore_index) -> tuple[torch.Tensor, int]:
+    """count_targets' checks: exactly one integer tensor with a sequence dim, an int ignore_index."""
     _one_of("count_targets", labels, shift_labels)
     ignore_index = check_ignore_index(ignore_index)
     name, t = ("labels", labels) if labels is not None else ("shift_labels", shift_labels)
     check_integer(name, t, "token ids")
     if t.dim() == 0:
         raise ValueError(f"{name} must have a sequence dimension (shape [..., seq]), got a 0-dim tensor")
-    targets = next_token_labels(t, ignore_index) if labels is not None else t  # [batch, seq]
-    return (targets != ignore_index).sum()  # [] int64
+    return t, ignore_index
 
 
 def _one_of(caller: str, labels, shift_labels) -> None:
@@ -86,15 +93,25 @@ def _one_of(caller: str, labels, shift_labels) -> None:
                         f"got {'both' if labels is not None else 'neither'}")
 
 
-def global_num_items(local_count: int | torch.Tensor, group=None, device: torch.device | str | None = None
-                     ) -> torch.Tensor:
+def global_num_items(local_count: int | torch.Tensor, group=None,
+                     device: torch.device | str | None = None) -> torch.Tensor:
     """The sum of every rank's ``local_count``: the ``num_items_in_batch`` all ranks divide by.
 
-    One ``all_reduce(SUM)`` of a single int64 (transformers gathers the counts with ``accelerator.gather``
-    and sums them, the same number).  Without a process group it returns ``local_count`` as a tensor.
-    ``device``: where the count travels (NCCL needs a CUDA tensor; gloo a CPU one); default: the device of
-    ``local_count`` when it is a tensor, else the CPU.
+    One ``all_reduce(SUM)`` of a single int64 (transformers gathers the counts with
+    ``accelerator.gather`` and sums them, the same number).  Without a process group it returns
+    ``local_count`` as a tensor. ``device``: where the count travels (NCCL needs a CUDA tensor; gloo
+    a CPU one); default: the device of ``local_count`` when it is a tensor, else the CPU.
     """
+    count = _as_count(local_count)  # [] int64, a copy
+    if device is not None:
+        count = count.to(device)
+    if _initialized(group):
+        dist.all_reduce(count, op=dist.ReduceOp.SUM, group=group)  # every rank: N = sum_r n_r
+    return count
+
+
+def _as_count(local_count) -> torch.Tensor:
+    """global_num_items' check: an int, or a one-element integer tensor, >= 0; as a new int64 []."""
     if torch.is_tensor(local_count):
         if local_count.numel() != 1:
             raise ValueError(f"local_count must be a single count, got a tensor of shape {shape_str(local_count)}")
@@ -108,38 +125,45 @@ def global_num_items(local_count: int | torch.Tensor, group=None, device: torch.
         raise TypeError(f"local_count must be an int or a one-element integer tensor, got {type(local_count).__name__}")
     if int(count) < 0:
         raise ValueError(f"local_count must be >= 0, got {int(count)}")
-    if device is not None:
-        count = count.to(device)
-    if _initialized(group):
-        dist.all_reduce(count, op=dist.ReduceOp.SUM, group=group)  # every rank now holds N = sum_r n_r
     return count
 
 
-def data_parallel_loss(logits: torch.Tensor, labels: torch.Tensor | None, num_items_in_batch: int | torch.Tensor,
-                       world_size: int, *, shift_labels: torch.Tensor | None = None, ignore_index: int = -100,
+def data_parallel_loss(logits: torch.Tensor, labels: torch.Tensor | None,
+                       num_items_in_batch: int | torch.Tensor, world_size: int, *,
+                       shift_labels: torch.Tensor | None = None, ignore_index: int = -100,
                        **kwargs) -> torch.Tensor:
     """The loss one rank backprops under data parallelism: ``world_size * S_r / N``.
 
-    ``logits``: Float[Tensor, "batch seq vocab"] of this rank's rows (or of one micro-batch of them);
-    ``labels`` / ``shift_labels`` as ``causal_lm_loss``, exactly one of them (as
+    ``logits``: Float[Tensor, "batch seq vocab"] of this rank's rows (or of one micro-batch of
+    them); ``labels`` / ``shift_labels`` as ``causal_lm_loss``, exactly one of them (as
     :func:`count_targets`; ``causal_lm_loss`` ignores ``labels`` when both come, as upstream);
     ``num_items_in_batch``: the global count N from :func:`global_num_items` (every rank, every
-    micro-batch of the optimizer step); ``world_size``: the number of ranks whose gradients DDP averages.
+    micro-batch of the optimizer step); ``world_size``: the number of ranks whose gradients DDP
+    averages.
 
     After DDP's mean over ranks the gradient is ``grad (sum_r S_r) / N``, the full-batch gradient
-    (transformers: ``num_items_in_batch`` gathered in ``Trainer._get_num_items_in_batch`` and
-    ``loss *= num_processes`` in ``Trainer.compute_loss``).  The value is ``world_size`` times this rank's
-    share of the global loss; sum the ranks' ``S_r / N`` (an all-reduce of the detached value, divided by
-    ``world_size``) to log the global loss.
+    (transformers: ``num_items_in_batch`` gathered in ``Trainer._get_num_items_in_batch`` and ``loss
+    *= num_processes`` in ``Trainer.compute_loss``).  The value is ``world_size`` times this rank's
+    share of the global loss; sum the ranks' ``S_r / N`` (an all-reduce of the detached value,
+    divided by ``world_size``) to log the global loss.
     """
-    if isinstance(world_size, bool) or not isinstance(world_size, numbers.Integral) or world_size < 1:
-        raise ValueError(f"world_size must be a positive int, got {world_size!r}")
+    _check_data_parallel(labels, shift_labels, num_items_in_batch, world_size)
+    loss = causal_lm_loss(logits, labels, num_items_in_batch=num_items_in_batch,
+                          ignore_index=ignore_index, shift_labels=shift_labels, **kwargs)  # S_r / N
+    return loss * world_size  # undo DDP's division by world_size
+
+
+def _check_data_parallel(labels, shift_labels, num_items_in_batch, world_size) -> None:
+    """data_parallel_loss' own checks (causal_lm_loss checks the tensors)."""
+    _check_world_size(world_size)
     if num_items_in_batch is None:
         raise TypeError("data_parallel_loss needs num_items_in_batch, the global count from global_num_items()")
     _one_of("data_parallel_loss", labels, shift_labels)
-    loss = causal_lm_loss(logits, labels, num_items_in_batch=num_items_in_batch, ignore_index=ignore_index,
-                          shift_labels=shift_labels, **kwargs)  # [] = S_r / N
-    return loss * world_size  # undo DDP's division by world_size
+
+
+def _check_world_size(world_size) -> None:
+    if isinstance(world_size, bool) or not isinstance(world_size, numbers.Integral) or world_size < 1:
+        raise ValueError(f"world_size must be a positive int, got {world_size!r}")
 
 
 def split_for_ranks(tensor: torch.Tensor, ranks: int, micro_batches: int = 1) -> list[list[torch.Tensor]]:
@@ -178,29 +202,36 @@ def simulated_data_parallel_loss(logits: torch.Tensor, labels: torch.Tensor, ran
     return sum(per_rank) / ranks  # DDP: the mean of the ranks' gradients
 
 
-def context_parallel_shard(labels: torch.Tensor, rank: int, world_size: int, ignore_index: int = -100):
-    """The positions and the targets of ``rank``'s piece of a sequence split across ``world_size`` ranks.
+def context_parallel_shard(labels: torch.Tensor, rank: int, world_size: int,
+                           ignore_index: int = -100):
+    """The positions and targets of ``rank``'s piece of a sequence split over ``world_size`` ranks.
 
     ``labels``: Long[Tensor, "batch seq"], unshifted, the whole sequence.  Returns ``(positions,
-    shift_labels)``: a ``slice`` of the sequence dimension and Long[Tensor, "batch seq/world_size"], the
-    piece of the sequence **shifted once, in full** (chapter 02), so the last position of a shard keeps its
-    target, the first token of the next shard.  Pass it as ``causal_lm_loss(..., shift_labels=...)`` with the
-    global count (``global_num_items(count_targets(shift_labels=...))``).  transformers builds the same
+    shift_labels)``: a ``slice`` of the sequence dimension and Long[Tensor, "batch seq/world_size"],
+    the piece of the sequence **shifted once, in full** (chapter 02), so the last position of a
+    shard keeps its target, the first token of the next shard.  Pass it as ``causal_lm_loss(...,
+    shift_labels=...)`` with the global count
+    (``global_num_items(count_targets(shift_labels=...))``).  transformers builds the same
     ``shift_labels`` before it splits the buffers (``Trainer._prepare_context_parallel_inputs``).
     """
+    _check_shard(labels, rank, world_size)
+    width = labels.shape[1] // world_size
+    positions = slice(rank * width, (rank + 1) * width)
+    shift_labels = next_token_labels(labels, ignore_index)  # [batch, seq]: all of it, shifted
+    return positions, shift_labels[:, positions].contiguous()  # [batch, width]
+
+
+def _check_shard(labels, rank, world_size) -> None:
+    """context_parallel_shard's checks: [batch, seq] integer labels, seq divisible, a valid rank."""
     check_integer("labels", labels, "token ids")
     check_rank("labels", labels, (2,), "[batch, seq]")
     seq = labels.shape[1]
-    if isinstance(world_size, bool) or not isinstance(world_size, numbers.Integral) or world_size < 1:
-        raise ValueError(f"world_size must be a positive int, got {world_size!r}")
+    _check_world_size(world_size)
     if seq % world_size:
         raise ValueError(f"seq ({seq}, labels of shape {shape_str(labels)}) must be divisible by world_size "
                          f"({world_size})")
     if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-    width = seq // world_size
-    positions = slice(rank * width, (rank + 1) * width)
-    return positions, next_token_labels(labels, ignore_index)[:, positions].contiguous()  # [batch, width]
 
 
 def token_weights(counts, recipe: str = "global_count") -> torch.Tensor:

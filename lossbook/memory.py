@@ -28,8 +28,9 @@ __all__ = ["StorageTracker", "tracked_peak"]
 class StorageTracker(TorchDispatchMode):
     """Counts the bytes of live tensor storage created inside the ``with`` block.
 
-    ``current``: bytes alive now; ``peak``: the largest ``current`` seen; ``allocations``: storages counted.
-    ``largest``: the bytes of the largest single storage created (e.g. a ``[tokens, vocab]`` logits tensor).
+    ``current``: bytes alive now; ``peak``: the largest ``current`` seen; ``allocations``: storages
+    counted. ``largest``: the bytes of the largest single storage created (e.g. a ``[tokens,
+    vocab]`` logits tensor).
     """
 
     def __init__(self):
@@ -43,7 +44,8 @@ class StorageTracker(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        inputs = {t.untyped_storage()._cdata for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        flat = tree_flatten((args, kwargs))[0]
+        inputs = {t.untyped_storage()._cdata for t in flat if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 self._track(t, inputs)
@@ -52,13 +54,14 @@ class StorageTracker(TorchDispatchMode):
     def _track(self, t: torch.Tensor, inputs: set) -> None:
         storage = t.untyped_storage()
         if storage._cdata in inputs:
-            return  # a view or an in-place result: no new memory (also for tensors made before the block)
+            return  # a view or an in-place result: no new memory (nor a tensor made before)
         key = id(storage)
         ref = self._refs.get(key)
         if ref is not None and ref() is storage:
             return  # already counted
         nbytes = storage.nbytes()
-        self._refs[key] = weakref.ref(storage, lambda _ref, key=key, nbytes=nbytes: self._free(key, nbytes, _ref))
+        on_free = lambda _ref, key=key, nbytes=nbytes: self._free(key, nbytes, _ref)
+        self._refs[key] = weakref.ref(storage, on_free)
         self.allocations += 1
         self.largest = max(self.largest, nbytes)
         self.current += nbytes

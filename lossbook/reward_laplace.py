@@ -135,20 +135,36 @@ class RewardLaplace:
             raise ValueError(f"x must be [batch, ...] with batch >= 1, got shape {shape_str(x)}")
         if self.head is None:
             self._find_head(x)
+        out, phi = self.last_layer_features(x)  # [batch], [batch, hidden]
+        jac = phi.to("cpu", torch.float64)  # [batch, hidden]
+        if self._bias_in_posterior:
+            jac = torch.cat([jac, torch.ones(x.shape[0], 1, dtype=torch.float64)], dim=1)  # [batch, hidden + 1]
+        return out, jac
+
+    def last_layer_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(r(x), phi(x))``: the model's rewards [batch] and the input of its last Linear
+        [batch, hidden], read by a forward hook on that Linear during one forward pass (eval mode,
+        no grad), as laplace-torch's ``FeatureExtractor._get_hook``
+        (laplace/utils/feature_extractor.py)."""
         seen = {}
 
-        def hook(module, inputs, output):
+        def hook(module, inputs, output):  # runs inside the head's forward: inputs[0] is phi(x)
             seen["phi"], seen["out"] = inputs[0], output
 
         handle = self.head.register_forward_hook(hook)
         was_training = self.model.training
-        self.model.eval()
+        self.model.eval()  # dropout off, batch norm on its running statistics
         try:
             with torch.no_grad():
                 out = self.model(x)
         finally:
             handle.remove()
             self.model.train(was_training)
+        self._check_head_output(x, out, seen)
+        return out.reshape(-1), seen["phi"].reshape(-1, self.head.in_features)
+
+    def _check_head_output(self, x: torch.Tensor, out, seen: dict) -> None:
+        """The model's output must be its last Linear's, one reward per item of ``x``."""
         n = x.shape[0]
         if not torch.is_tensor(out) or tuple(out.shape) not in ((n,), (n, 1)):
             got = shape_str(out) if torch.is_tensor(out) else type(out).__name__
@@ -157,17 +173,12 @@ class RewardLaplace:
             )
         if "phi" not in seen:
             raise ValueError(f"the last layer {self.last_layer_name!r} did not run in the model's forward pass")
-        phi = seen["phi"].reshape(-1, self.head.in_features)  # [batch, hidden]
-        head_out = seen["out"].reshape(-1)
-        if phi.shape[0] != n or not torch.equal(head_out, out.reshape(-1)):
+        phi_rows = seen["phi"].numel() // self.head.in_features
+        if phi_rows != n or not torch.equal(seen["out"].reshape(-1), out.reshape(-1)):
             raise ValueError(
                 f"the model's output must be its last Linear {self.last_layer_name!r}'s output, one per item: "
                 "something runs after the head (an activation, a rescaling), or the head saw other rows"
             )
-        jac = phi.to("cpu", torch.float64)  # [batch, hidden]
-        if self._bias_in_posterior:
-            jac = torch.cat([jac, torch.ones(n, 1, dtype=torch.float64)], dim=1)  # [batch, hidden + 1]
-        return out.reshape(-1), jac
 
     # ---------------------------------------------------------------- fit
     def fit(self, x_pairs, y: torch.Tensor | None = None) -> RewardLaplace:
@@ -204,32 +215,14 @@ class RewardLaplace:
         return self
 
     def _curvature(self, x_pairs, y) -> tuple[torch.Tensor, torch.Tensor]:
-        check_tensor("x_pairs", x_pairs)
-        if x_pairs.dim() < 2 or x_pairs.shape[1] != 2 or x_pairs.shape[0] == 0:
-            raise ValueError(
-                "x_pairs must be [pairs, 2, ...] (the two items of each pair on dim 1), "
-                f"got shape {shape_str(x_pairs)}"
-            )
-        check_integer("y", y, "indices of the preferred item (0 or 1)")
-        pairs = x_pairs.shape[0]
-        if tuple(y.shape) != (pairs,):
-            raise ValueError(
-                f"y must be [pairs] = [{pairs}] for x_pairs {shape_str(x_pairs)}, "
-                f"got {shape_str(y)}"
-            )
-        if bool(((y != 0) & (y != 1)).any()):
-            raise ValueError(
-                "y must hold 0 or 1 (the preferred item of each pair), "
-                f"got values {y.unique().tolist()}"
-            )
-        items = x_pairs.reshape(pairs * 2, *x_pairs.shape[2:])  # [2 * pairs, ...]
-        try:
-            r, jac = self.rewards_and_jacobians(items)
-        except RuntimeError as err:  # the model's own error, e.g. a matmul of the wrong width
-            raise ValueError(
-                f"the model could not score the items of x_pairs {shape_str(x_pairs)}, read as "
-                f"[pairs, 2, ...]: {pairs * 2} items of shape {list(x_pairs.shape[2:])} ({err})"
-            ) from err
+        """One batch of pairs: the GGN ``H = sum_i p_i (1 - p_i) g_i g_i^T`` [params, params] and
+        the summed Bradley-Terry cross-entropy [] (laplace-torch: ``FullLaplace`` with the
+        ``reward_modeling`` likelihood, ``CurvatureInterface.full`` on the last layer)."""
+        pairs = _check_pairs(x_pairs, y)
+        items = x_pairs.reshape(pairs * 2, *x_pairs.shape[2:])  # [2 * pairs, ...]: one forward
+        what = lambda: (f"the items of x_pairs {shape_str(x_pairs)}, read as [pairs, 2, ...]: "
+                        f"{pairs * 2} items of shape {list(x_pairs.shape[2:])}")
+        r, jac = self._score(items, what)  # [2 * pairs], [2 * pairs, params]
         r = r.to("cpu", torch.float64).reshape(pairs, 2)  # [pairs, 2]
         jac = jac.reshape(pairs, 2, -1)  # [pairs, 2, params]
         p1 = torch.sigmoid(r[:, 1] - r[:, 0])  # [pairs]  P(item 1 preferred)
@@ -238,6 +231,14 @@ class RewardLaplace:
         chosen = r.gather(1, y.to("cpu").long()[:, None])[:, 0]  # [pairs]
         nll = torch.logsumexp(r, dim=1) - chosen  # [pairs]
         return H, nll.sum()
+
+    def _score(self, x: torch.Tensor, what) -> tuple[torch.Tensor, torch.Tensor]:
+        """``rewards_and_jacobians(x)``, the model's own error (a matmul of the wrong width, a dtype)
+        turned into one that names the input: ``what()`` describes it."""
+        try:
+            return self.rewards_and_jacobians(x)
+        except RuntimeError as err:
+            raise ValueError(f"the model could not score {what()} ({err})") from err
 
     # ---------------------------------------------------------------- prior, evidence, posterior
     def _check_fitted(self) -> None:
@@ -356,13 +357,8 @@ class RewardLaplace:
         """``mean, var`` of the predictive reward of each item of ``x`` ``[batch, ...]``:
         ``r_MAP(x)`` and ``J(x) Sigma J(x)^T``, each ``[batch]``."""
         self._check_fitted()  # fitted, and the model unchanged since (compared by content)
-        try:
-            mean, jac = self.rewards_and_jacobians(x)
-        except RuntimeError as err:  # the model's own error: a wrong feature width, or dtype
-            raise ValueError(
-                f"the model could not score x {shape_str(x)} {_dtype_name(x)}, read as "
-                f"[batch, ...]; fit() scored items {self._fitted_items} ({err})"
-            ) from err
+        mean, jac = self._score(x, lambda: f"x {shape_str(x)} {_dtype_name(x)}, read as [batch, "
+                                f"...]; fit() scored items {self._fitted_items}")
         var = predictive_variance(jac, self.H, self._prior_precision)  # [batch]
         return mean, var.to(mean.device, mean.dtype)
 
@@ -373,6 +369,23 @@ class RewardLaplace:
     def __repr__(self) -> str:
         state = "not fitted" if self.H is None else f"{self.n_data} pairs, P={self.n_params}"
         return f"RewardLaplace({state}, bias={self.bias!r}, prior_precision={float(self._prior_precision):.4g})"
+
+
+def _check_pairs(x_pairs, y) -> int:
+    """``fit``'s checks of one batch: ``x_pairs`` [pairs, 2, ...] and ``y`` [pairs] of 0/1; returns pairs."""
+    check_tensor("x_pairs", x_pairs)
+    if x_pairs.dim() < 2 or x_pairs.shape[1] != 2 or x_pairs.shape[0] == 0:
+        raise ValueError(
+            "x_pairs must be [pairs, 2, ...] (the two items of each pair on dim 1), "
+            f"got shape {shape_str(x_pairs)}"
+        )
+    check_integer("y", y, "indices of the preferred item (0 or 1)")
+    pairs = x_pairs.shape[0]
+    if tuple(y.shape) != (pairs,):
+        raise ValueError(f"y must be [pairs] = [{pairs}] for x_pairs {shape_str(x_pairs)}, got {shape_str(y)}")
+    if bool(((y != 0) & (y != 1)).any()):
+        raise ValueError(f"y must hold 0 or 1 (the preferred item of each pair), got values {y.unique().tolist()}")
+    return pairs
 
 
 def _dtype_name(t: torch.Tensor) -> str:

@@ -44,28 +44,50 @@ def spin_loss(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SPIN's per-pair loss (Chen et al. 2024, Eq. 4.7) and the detached implicit rewards.
 
-    Inputs: four Float[Tensor, "batch"], summed completion log-probs (``lossbook.sequence_logps``) of the
-    policy (the main player p_theta) and the reference (the opponent p_t) on the **real** completion y of
-    each prompt and on the **generated** one y' (sampled from p_t).  With h_real = policy_real - ref_real and
-    h_gen = policy_generated - ref_generated:
+    Inputs: four Float[Tensor, "batch"], summed completion log-probs (``sequence_logps``) of the
+    policy p_theta and the reference p_t on the real completion y and the generated one y'.
+    With h_real = policy_real - ref_real and h_gen = policy_generated - ref_generated:
 
-        losses = -log sigmoid(lam * (h_real - h_gen))                                          [batch]
+        losses = -log sigmoid(lam * (h_real - h_gen))                                  [batch]
 
-    Returns ``(losses, real_rewards, generated_rewards)``, each [batch]; the rewards are ``lam * h``,
-    detached.  ``lam`` (the paper's lambda, seed 002's ``λ``, default 0.1) must be > 0.  The value equals
-    ``dpo_loss(policy_real, policy_generated, ref_real, ref_generated, beta=lam, loss_type="sigmoid")``:
-    SPIN is DPO whose rejected completion is the model's own sample.  Note lambda multiplies the *difference*
-    of the two log-ratios (both terms), not one of them.
+    Returns ``(losses, real_rewards, generated_rewards)``, each [batch]; the rewards are
+    ``lam * h``, detached.  ``lam`` (seed 002's ``λ``) must be finite and > 0.  It equals
+    ``dpo_loss(..., beta=lam, loss_type="sigmoid")`` (TRL's DPO sigmoid loss) with real as chosen.
     """
-    _check_logps(policy_real_logps=policy_real_logps, policy_generated_logps=policy_generated_logps,
-                 ref_real_logps=ref_real_logps, ref_generated_logps=ref_generated_logps)
-    lam = _check_scalar("lam", lam)
-    if not lam > 0 or not math.isfinite(lam):
-        raise ValueError(f"lam must be a finite number > 0, got {lam}")
+    lam = _check_spin_inputs(lam, policy_real_logps=policy_real_logps,
+                             ref_real_logps=ref_real_logps,
+                             policy_generated_logps=policy_generated_logps,
+                             ref_generated_logps=ref_generated_logps)
     real_logratios = policy_real_logps - ref_real_logps  # [batch] h_real
     generated_logratios = policy_generated_logps - ref_generated_logps  # [batch] h_gen
     losses = -F.logsigmoid(lam * (real_logratios - generated_logratios))  # [batch]
     return losses, (lam * real_logratios).detach(), (lam * generated_logratios).detach()
+
+
+def _check_lam(lam) -> float:
+    lam = _check_scalar("lam", lam)
+    if not lam > 0 or not math.isfinite(lam):
+        raise ValueError(f"lam must be a finite number > 0, got {lam}")
+    return lam
+
+
+def _check_spin_inputs(lam, **logps: torch.Tensor) -> float:
+    """spin_loss's checks: four [batch] log-prob vectors of one length, a finite lam > 0."""
+    names = ("policy_real_logps", "policy_generated_logps", "ref_real_logps", "ref_generated_logps")
+    _check_logps(**{name: logps[name] for name in names})  # in this order: the messages name the first
+    return _check_lam(lam)
+
+
+def _check_sampling(temperature, top_k, top_p) -> None:
+    """The sampling settings, checked once (``filter_logits``, ``sample_completions``, ``SPINTrainer``)."""
+    if (not isinstance(temperature, numbers.Real) or isinstance(temperature, bool)
+            or not 0 <= temperature < math.inf):
+        raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k):
+        raise ValueError(f"top_k must be an int >= 1 or None, got {top_k!r}")
+    if top_p is not None and (not isinstance(top_p, numbers.Real) or isinstance(top_p, bool)
+                              or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be a number in (0, 1] or None, got {top_p!r}")
 
 
 # ---------------------------------------------------------------------------------------------- generation
@@ -81,16 +103,13 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
     """
     check_float("logits", logits)
     check_rank("logits", logits, (2,), "[batch, vocab]")
+    _check_sampling(1.0, top_k, top_p)
     vocab = logits.shape[-1]
     if top_k is not None:
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k:
-            raise ValueError(f"top_k must be an int >= 1 or None, got {top_k!r}")
         k = min(top_k, vocab)
         kth = logits.topk(k, dim=-1).values[:, -1:]  # [batch, 1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None:
-        if not isinstance(top_p, numbers.Real) or isinstance(top_p, bool) or not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be a number in (0, 1] or None, got {top_p!r}")
         sorted_logits, order = logits.sort(dim=-1, descending=True)  # [batch, vocab]
         probs = sorted_logits.softmax(-1)
         before = probs.cumsum(-1) - probs  # [batch, vocab]: mass strictly before each token
@@ -115,8 +134,7 @@ def sample_completions(model, prompts: torch.Tensor, max_new_tokens: int, *, tem
     check_rank("prompts", prompts, (2,), "[batch, prompt]")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    if not isinstance(temperature, numbers.Real) or temperature < 0:
-        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+    _check_sampling(temperature, top_k, top_p)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -159,12 +177,88 @@ def ema_update_(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float
 # ---------------------------------------------------------------------------------------------- the trainer
 
 
+def _vocab_size(policy: torch.nn.Module) -> int | None:
+    """The policy's vocabulary: ``vocab_size``, else its (first) input embedding's rows; None if unknown."""
+    vocab = getattr(policy, "vocab_size", None)
+    if isinstance(vocab, int) and not isinstance(vocab, bool):
+        return vocab
+    embedding = next((m for m in policy.modules() if isinstance(m, torch.nn.Embedding)), None)
+    return None if embedding is None else embedding.num_embeddings
+
+
+def _completion_rows(name: str, seqs, prompt_name: str, prompt_len, pad_id: int | None, vocab: int | None,
+                     max_len: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(tokens, mask)`` of SFT rows ``seqs`` Long[examples, seq], checked: the rows on the CPU with every pad
+    set to token 0, and Long[examples, seq] 1 on each row's real completion (after its prompt, before its pads).
+    """
+    check_integer(name, seqs, "token ids")
+    check_rank(name, seqs, (2,), "[examples, seq] (prompt then real completion)")
+    seqs = seqs.cpu()
+    n, seq = seqs.shape
+    if isinstance(prompt_len, int) and not isinstance(prompt_len, bool):
+        if not 1 <= prompt_len < seq:
+            raise ValueError(f"{prompt_name} must be an int in [1, {seq - 1}] for {name} of shape "
+                             f"{shape_str(seqs)} (at least one completion token), got {prompt_len!r}")
+        start = torch.full((n,), prompt_len)
+    elif torch.is_tensor(prompt_len) and not prompt_len.is_floating_point() and prompt_len.dtype != torch.bool:
+        if tuple(prompt_len.shape) != (n,):
+            raise ValueError(f"{prompt_name} per row must be [{n}] for {name} of shape {shape_str(seqs)}, got "
+                             f"{shape_str(prompt_len)}")
+        start = prompt_len.cpu().long()
+        bad = ((start < 1) | (start >= seq)).nonzero()
+        if bad.numel():
+            row = int(bad[0, 0])
+            raise ValueError(f"{prompt_name} must lie in [1, {seq - 1}] for {name} of shape {shape_str(seqs)} "
+                             f"(at least one completion token), got {int(start[row])} at row {row}")
+    else:
+        raise ValueError(f"{prompt_name} must be an int in [1, {seq - 1}] or an integer tensor [{n}] (one per "
+                         f"row of {name} {shape_str(seqs)}), got {prompt_len!r}")
+    pos = torch.arange(seq)
+    end = torch.full((n,), seq)
+    if pad_id is not None:
+        is_pad = seqs == pad_id
+        end = seq - is_pad.sum(1)  # [examples]: right padding, the pads are the last positions
+        wrong = (is_pad != (pos >= end[:, None])).any(1).nonzero()
+        if wrong.numel():
+            row = int(wrong[0, 0])
+            raise ValueError(f"{name} must be right-padded with pad_id={pad_id} (pads after the tokens only): "
+                             f"row {row} of {shape_str(seqs)} is {seqs[row].tolist()}")
+        short = (end <= start).nonzero()
+        if short.numel():
+            row = int(short[0, 0])
+            raise ValueError(f"{name} row {row} has {int(end[row])} tokens before its pads and a prompt of "
+                             f"{int(start[row])} ({prompt_name}): no completion token to score")
+    tokens = seqs.masked_fill(pos >= end[:, None], 0)  # [examples, seq]: a pad reads as token 0
+    if vocab is not None:
+        outside = ((tokens < 0) | (tokens >= vocab)).nonzero()
+        if outside.numel():
+            row, col = (int(i) for i in outside[0])
+            hint = "" if pad_id is not None else " (if it pads the rows, pass it as pad_id)"
+            raise ValueError(f"{name} holds token id {int(tokens[row, col])} at [{row}, {col}] of "
+                             f"{shape_str(seqs)}, outside the policy's vocabulary [0, {vocab}){hint}")
+    if isinstance(max_len, int) and seq > max_len:
+        raise ValueError(f"{name} has rows of {seq} tokens ({shape_str(seqs)}), more than the policy's "
+                         f"max_len {max_len}")
+    mask = ((pos >= start[:, None]) & (pos < end[:, None])).long()  # [examples, seq]
+    return tokens, mask
+
+
 class SPINTrainer:
     """SPIN's Algorithm 1 on a causal LM, small enough to read: one object, one optimizer, one generator.
 
     ``policy``: a causal LM (``TinyTransformer(causal=True)``: Long[batch, seq] -> logits [batch, seq, vocab]).
-    ``train_seqs``: Long[Tensor, "examples seq"], the SFT data, each row a prompt (the first ``prompt_len``
-    tokens) followed by its real completion.  ``valid_seqs``: the same for held-out prompts (optional).
+    ``train_seqs``: Long[Tensor, "examples seq"], the SFT data, each row a prompt (its first ``prompt_len``
+    tokens) followed by its real completion.  ``prompt_len``: an int shared by every row, or Long[examples],
+    one per row.  ``pad_id``: the id that right-pads the rows (seed 002's ``pad_id``; any int, -1 included):
+    pads are never scored, and the model reads token 0 in their place (a causal LM's scored positions never see
+    them).  ``valid_seqs``: the same for held-out prompts (optional), with ``valid_prompt_len`` (default:
+    ``prompt_len`` when it is an int).  Every id that is not a pad must lie in ``[0, policy.vocab_size)``.
+
+    ``dropout`` (default 0.0): the ``p`` of every ``nn.Dropout`` of the policy (and so of its reference copy),
+    set at construction, as seed 002's ``set_dropout_(model, dropout)`` and TRL's ``disable_dropout=True``
+    (``disable_dropout_in_model``): with dropout on, the policy scored in training mode differs from the
+    reference scored in eval mode even when their weights are equal, and the loss at policy = reference is not
+    log 2.  ``None`` leaves the model's dropout as it is.
 
     Each **iteration** (``begin_iteration``): the reference becomes a copy of the policy (p_t), and it samples a
     completion for every training (and validation) prompt, of the real completion's length, with
@@ -188,28 +282,39 @@ class SPINTrainer:
     ``torch.save`` and read with ``torch.load(weights_only=True)``; ``checkpoint_every`` saves
     ``checkpoint_dir/spin.ckpt.<step>.pt`` every that many steps.  A run resumed from a checkpoint reaches the
     same weights bit for bit as the run that was not stopped.
+
+    Every argument is checked here, at construction (a bad ``lam``, ``temperature`` or ``top_p`` does not wait
+    for the first step to fail).
     """
 
-    def __init__(self, policy: torch.nn.Module, train_seqs: torch.Tensor, prompt_len: int, *,
-                 valid_seqs: torch.Tensor | None = None, objective: str = "spin", lam: float = 0.1,
+    def __init__(self, policy: torch.nn.Module, train_seqs: torch.Tensor, prompt_len: int | torch.Tensor, *,
+                 valid_seqs: torch.Tensor | None = None, valid_prompt_len: int | torch.Tensor | None = None,
+                 pad_id: int | None = None, objective: str = "spin", lam: float = 0.1,
                  lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 16, grad_accum_steps: int = 1,
                  steps_per_iteration: int = 20, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, ref_ema_decay: float | None = None, valid_every: int = 10,
-                 seed: int = 0, checkpoint_every: int | None = None, checkpoint_dir: str | Path | None = None,
-                 progress: bool = True, desc: str = "SPIN"):
+                 top_p: float | None = None, ref_ema_decay: float | None = None, dropout: float | None = 0.0,
+                 valid_every: int = 10, seed: int = 0, checkpoint_every: int | None = None,
+                 checkpoint_dir: str | Path | None = None, progress: bool = True, desc: str = "SPIN"):
         from .train import History
 
-        for name, seqs in (("train_seqs", train_seqs), ("valid_seqs", valid_seqs)):
-            if seqs is None:
-                continue
-            check_integer(name, seqs, "token ids")
-            check_rank(name, seqs, (2,), "[examples, seq] (prompt then real completion)")
-        if not isinstance(prompt_len, int) or not 1 <= prompt_len < train_seqs.shape[1]:
-            raise ValueError(f"prompt_len must be an int in [1, {train_seqs.shape[1] - 1}] for train_seqs of shape "
-                             f"{shape_str(train_seqs)} (at least one completion token), got {prompt_len!r}")
-        if valid_seqs is not None and valid_seqs.shape[1] != train_seqs.shape[1]:
-            raise ValueError(f"valid_seqs must have train_seqs' length {train_seqs.shape[1]}, "
-                             f"got {shape_str(valid_seqs)}")
+        if not isinstance(policy, torch.nn.Module):
+            raise TypeError(f"policy must be a torch.nn.Module (a causal LM), got {type(policy).__name__}")
+        if pad_id is not None and (not isinstance(pad_id, numbers.Integral) or isinstance(pad_id, bool)):
+            raise TypeError(f"pad_id must be an int or None, got {pad_id!r}")
+        pad_id = None if pad_id is None else int(pad_id)
+        vocab, max_len = _vocab_size(policy), getattr(policy, "max_len", None)
+        self.train_seqs, self.train_mask = _completion_rows("train_seqs", train_seqs, "prompt_len", prompt_len,
+                                                            pad_id, vocab, max_len)
+        self.valid_seqs = self.valid_mask = None
+        if valid_seqs is not None:
+            if valid_prompt_len is None and not isinstance(prompt_len, int):
+                raise ValueError("valid_seqs needs valid_prompt_len when prompt_len is given per row")
+            self.valid_seqs, self.valid_mask = _completion_rows(
+                "valid_seqs", valid_seqs, "valid_prompt_len" if valid_prompt_len is not None else "prompt_len",
+                prompt_len if valid_prompt_len is None else valid_prompt_len, pad_id, vocab, max_len)
+            if valid_seqs.shape[1] != train_seqs.shape[1]:
+                raise ValueError(f"valid_seqs must have train_seqs' length {train_seqs.shape[1]}, "
+                                 f"got {shape_str(valid_seqs)}")
         if objective not in ("spin", "sft"):
             raise ValueError(f"objective must be 'spin' or 'sft', got {objective!r}")
         for name, value in (("batch_size", batch_size), ("grad_accum_steps", grad_accum_steps),
@@ -220,17 +325,22 @@ class SPINTrainer:
             raise ValueError(f"grad_accum_steps ({grad_accum_steps}) must not exceed batch_size ({batch_size})")
         if ref_ema_decay is not None and not 0 <= _check_scalar("ref_ema_decay", ref_ema_decay) <= 1:
             raise ValueError(f"ref_ema_decay must lie in [0, 1] or be None, got {ref_ema_decay}")
+        if dropout is not None and not 0 <= _check_scalar("dropout", dropout) < 1:
+            raise ValueError(f"dropout must lie in [0, 1) or be None (keep the model's), got {dropout}")
         if checkpoint_every is not None and checkpoint_dir is None:
             raise ValueError("checkpoint_every needs checkpoint_dir")
-        self.lam = _check_scalar("lam", lam)
-        if not self.lam > 0:
-            raise ValueError(f"lam must be > 0, got {lam}")
+        self.lam = _check_lam(lam)
+        _check_sampling(temperature, top_k, top_p)
+        if dropout is not None:  # seed 002's set_dropout_, TRL's disable_dropout_in_model (p = 0)
+            for module in policy.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = float(dropout)
         self.policy = policy
         self.device = next(policy.parameters()).device
         self.reference = copy.deepcopy(policy).eval()
         for p in self.reference.parameters():
             p.requires_grad_(False)
-        self.train_seqs, self.valid_seqs, self.prompt_len = train_seqs.cpu(), valid_seqs, prompt_len
+        self.prompt_len, self.pad_id = prompt_len, pad_id
         self.objective, self.batch_size, self.grad_accum_steps = objective, batch_size, grad_accum_steps
         self.steps_per_iteration, self.valid_every = steps_per_iteration, valid_every
         self.temperature, self.top_k, self.top_p, self.ref_ema_decay = temperature, top_k, top_p, ref_ema_decay
@@ -248,74 +358,89 @@ class SPINTrainer:
 
     # ------------------------------------------------------------------ pieces of one step
 
-    @property
-    def completion_len(self) -> int:
-        return self.train_seqs.shape[1] - self.prompt_len
+    def generate(self, seqs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The reference's completion for each prompt of ``seqs`` (prompt kept), the real completion's length.
 
-    def completion_mask(self, seqs: torch.Tensor) -> torch.Tensor:
-        """Long[batch, seq]: 1 on the completion tokens (the labels scored), 0 on the prompt."""
-        mask = torch.zeros_like(seqs)
-        mask[:, self.prompt_len:] = 1
-        return mask
+        ``mask``: Long[rows, seq], 1 on each row's real completion (``train_mask`` / ``valid_mask``).  Rows
+        with the same prompt length are sampled together; past the completion the row holds token 0 (a pad).
+        """
+        start, end = mask.argmax(1), mask.argmax(1) + mask.sum(1)  # [rows]: the completion is [start, end)
+        out = torch.zeros_like(seqs)
+        for p in start.unique().tolist():
+            rows = (start == p).nonzero()[:, 0]
+            new = int(end[rows].max()) - p
+            out[rows, : p + new] = sample_completions(
+                self.reference, seqs[rows, :p], new, temperature=self.temperature, top_k=self.top_k,
+                top_p=self.top_p, generator=self.generator)
+        return out.masked_fill(torch.arange(seqs.shape[1]) >= end[:, None], 0)
 
-    def generate(self, seqs: torch.Tensor) -> torch.Tensor:
-        """The reference's completion for each prompt of ``seqs`` (prompt kept), the real completion's length."""
-        return sample_completions(self.reference, seqs[:, : self.prompt_len], self.completion_len,
-                                  temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-                                  generator=self.generator)
+    def pair_logps(self, model, real: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor):
+        """Summed completion log-probs of ``model`` on the real and the generated rows: two Float[batch].
 
-    def pair_logps(self, model, real: torch.Tensor, generated: torch.Tensor):
-        """Summed completion log-probs of ``model`` on the real and the generated rows: two Float[batch]."""
+        ``mask``: Long[batch, seq], 1 on the completion tokens scored (the same for both: equal lengths)."""
         both = torch.cat([real, generated]).to(self.device)  # [2 batch, seq]: one forward
-        logps = sequence_logps(model(both), both, self.completion_mask(both))  # [2 batch]
+        logps = sequence_logps(model(both), both, torch.cat([mask, mask]).to(self.device))  # [2 batch]
         return logps[: real.shape[0]], logps[real.shape[0]:]
 
-    def pair_losses(self, real: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+    def pair_losses(self, real: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-pair SPIN losses [batch] (the policy gets gradients, the reference none)."""
         with torch.no_grad():
-            ref_real, ref_gen = self.pair_logps(self.reference, real, generated)
-        pol_real, pol_gen = self.pair_logps(self.policy, real, generated)
+            ref_real, ref_gen = self.pair_logps(self.reference, real, generated, mask)
+        pol_real, pol_gen = self.pair_logps(self.policy, real, generated, mask)
         return spin_loss(pol_real, pol_gen, ref_real, ref_gen, lam=self.lam)[0]
 
-    def nll_sum(self, model, real: torch.Tensor) -> torch.Tensor:
-        """Summed NLL of the real completion tokens of ``real`` (a scalar)."""
+    def nll_sum(self, model, real: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Summed NLL of the real completion tokens of ``real`` (``mask``: 1 on them), a scalar."""
         real = real.to(self.device)
-        return -sequence_logps(model(real), real, self.completion_mask(real)).sum()
+        return -sequence_logps(model(real), real, mask.to(self.device)).sum()
 
     def batch_loss_sum(self, idx: torch.Tensor) -> torch.Tensor:
         """The numerator of the step's loss on examples ``idx``: summed per-pair losses (or token NLLs)."""
-        real = self.train_seqs[idx]
+        real, mask = self.train_seqs[idx], self.train_mask[idx]
         if self.objective == "sft":
-            return self.nll_sum(self.policy, real)
-        return self.pair_losses(real, self.generated[idx]).sum()
+            return self.nll_sum(self.policy, real, mask)
+        return self.pair_losses(real, self.generated[idx], mask).sum()
 
-    def denominator(self, n_examples: int) -> int:
-        """The one denominator shared by every micro-batch: pairs (SPIN) or scored tokens (SFT) of the batch."""
-        return n_examples * (self.completion_len if self.objective == "sft" else 1)
+    def denominator(self, rows: int | torch.Tensor) -> int:
+        """The one denominator shared by every micro-batch: pairs (SPIN) or scored tokens (SFT) of the batch.
+
+        ``rows``: the indices of the batch's examples, or their number when every row has one completion
+        length."""
+        n = rows if isinstance(rows, int) else len(rows)
+        if self.objective == "spin":
+            return n
+        if not isinstance(rows, int):
+            return int(self.train_mask[rows].sum())
+        lengths = self.train_mask.sum(1)  # [examples]
+        if not bool((lengths == lengths[0]).all()):
+            raise ValueError("denominator(n) needs one completion length for every row: pass the batch's indices")
+        return n * int(lengths[0])
 
     # ------------------------------------------------------------------ Algorithm 1
 
     def begin_iteration(self) -> None:
-        """p_t <- the policy (a copy into the reference); the reference samples the iteration's completions."""
+        """p_t <- the policy (copied into the reference); p_t samples the iteration's pairs."""
         self.reference.load_state_dict(self.policy.state_dict())
         self.step_in_iteration = 0
         if self.objective == "spin":
-            self.generated = self.generate(self.train_seqs)
+            self.generated = self.generate(self.train_seqs, self.train_mask)
             if self.valid_seqs is not None:
-                self.valid_generated = self.generate(self.valid_seqs)
+                self.valid_generated = self.generate(self.valid_seqs, self.valid_mask)
         else:
-            self.generated = self.train_seqs[:0]  # the baseline trains on real text only: nothing to sample
+            self.generated = self.train_seqs[:0]  # the baseline trains on real text: no samples
 
     def step(self) -> float:
-        """One optimizer step on ``batch_size`` random pairs, accumulated over ``grad_accum_steps`` micro-batches."""
+        """One optimizer step on ``batch_size`` random pairs, ``grad_accum_steps`` micro-batches."""
         if self.generated is None:
-            raise RuntimeError("call begin_iteration() before step(): the iteration has no generated completions")
+            raise RuntimeError("call begin_iteration() before step(): the iteration has no "
+                               "generated completions")
         self.policy.train()
-        idx = torch.randint(0, self.train_seqs.shape[0], (self.batch_size,), generator=self.generator)
-        denominator = self.denominator(self.batch_size)
+        n = self.train_seqs.shape[0]
+        idx = torch.randint(0, n, (self.batch_size,), generator=self.generator)
+        denominator = self.denominator(idx)  # of the whole batch, shared by its micro-batches
         total = 0.0
         for micro in idx.tensor_split(self.grad_accum_steps):
-            loss = self.batch_loss_sum(micro) / denominator  # the shared denominator, not the micro-batch's
+            loss = self.batch_loss_sum(micro) / denominator  # not the micro-batch's own denominator
             loss.backward()
             total += loss.item()
         self.optimizer.step()
@@ -336,10 +461,11 @@ class SPINTrainer:
             raise RuntimeError("validate() needs valid_seqs")
         was_training = self.policy.training
         self.policy.eval()
-        out = {"valid_nll": float(self.nll_sum(self.policy, self.valid_seqs)) / (
-            self.valid_seqs.shape[0] * self.completion_len)}
+        tokens = int(self.valid_mask.sum())  # the real completion tokens scored
+        out = {"valid_nll": float(self.nll_sum(self.policy, self.valid_seqs, self.valid_mask)) / tokens}
         if self.objective == "spin" and self.valid_generated is not None:
-            out["valid_spin_loss"] = float(self.pair_losses(self.valid_seqs, self.valid_generated).mean())
+            out["valid_spin_loss"] = float(self.pair_losses(self.valid_seqs, self.valid_generated,
+                                                            self.valid_mask).mean())
         self.policy.train(was_training)
         return out
 

@@ -573,3 +573,22 @@ def test_explorer_shows_lossbook_numbers_and_restores_lambda():
     assert math.isclose(explorer.mean, float(mean[0]), rel_tol=1e-12)
     assert math.isclose(explorer.std, float(var[0]) ** 0.5, rel_tol=1e-9)
     assert f"{explorer.mean:+.4f}" in explorer.html.value and "<svg" in explorer.html.value
+
+
+def test_the_hook_reads_the_head_input_and_leaves_the_model_as_it_was():
+    """``last_layer_features`` (the hook chapter 08 renders): phi(x) is the body's output, computed here without
+    any hook; the hook is removed and the training mode restored, also when the forward fails."""
+    model, x, y, x_test = _trained(20, bias=True)
+    model.train()
+    la = RewardLaplace(model, bias="include").fit(x, y)
+    out, phi = la.last_layer_features(x_test)
+    with torch.no_grad():
+        want_phi = model.net(x_test)  # [12, hidden]: the input of model.head
+        want_out = model.head(want_phi).reshape(-1)
+    assert torch.equal(phi, want_phi) and torch.equal(out, want_out)
+    assert model.training and not model.head._forward_hooks
+    _, jac = la.rewards_and_jacobians(x_test)
+    assert torch.equal(jac, torch.cat([want_phi, torch.ones(12, 1, dtype=torch.float64)], dim=1))
+    with pytest.raises(ValueError, match=r"could not score x \[12, 2\]"):
+        la(x_test[:, :2])
+    assert model.training and not model.head._forward_hooks

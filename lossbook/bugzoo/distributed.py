@@ -23,14 +23,17 @@ def _ddp_mean(per_rank: list[torch.Tensor]) -> torch.Tensor:
 
 
 def per_rank_mean(logits, labels, ignore_index=-100, ranks=2, micro_batches=1):
-    """BUG: each rank averages over its own targets (``causal_lm_loss`` with no count), DDP averages the ranks.
+    """BUG: each rank averages over its own targets (``causal_lm_loss`` with no count), DDP averages
+    the ranks.
 
-    A token on a rank with few targets weighs more than one on a busy rank: the mean of means of chapter 01,
-    one level up.  Right only when every rank (and micro-batch) holds the same number of targets.
+    A token on a rank with few targets weighs more than one on a busy rank: the mean of means of
+    chapter 01, one level up.  Right only when every rank (and micro-batch) holds the same number of
+    targets.
     """
-    parts = zip(split_for_ranks(logits, ranks, micro_batches), split_for_ranks(labels, ranks, micro_batches))
-    per_rank = [sum(causal_lm_loss(z, y, ignore_index=ignore_index) / micro_batches for z, y in zip(zs, ys))
-                for zs, ys in parts]
+    parts = zip(split_for_ranks(logits, ranks, micro_batches),
+                split_for_ranks(labels, ranks, micro_batches))
+    per_rank = [sum(causal_lm_loss(z, y, ignore_index=ignore_index) / micro_batches
+                    for z, y in zip(zs, ys)) for zs, ys in parts]
     return _ddp_mean(per_rank)
 
 
@@ -49,18 +52,20 @@ def forgets_world_size_factor(logits, labels, ignore_index=-100, ranks=2, micro_
 
 
 def all_reduces_the_loss(logits, labels, ignore_index=-100, ranks=2, micro_batches=1):
-    """BUG: ``dist.all_reduce(loss); loss = loss / world_size`` on the per-rank means, then ``backward()``.
+    """BUG: ``dist.all_reduce(loss); loss = loss / world_size`` on the per-rank means, then
+    ``backward()``.
 
-    Every rank now logs the same number (the mean of the ranks' means), which looks global.  But the in-place
-    all-reduce is invisible to autograd (torch only warns); the ``/ world_size`` is not.  So each rank's
-    gradient is its own mean's, divided by the world size, and DDP divides by it again.  The returned scalar
-    has the logged value and that gradient.
+    Every rank now logs the same number (the mean of the ranks' means), which looks global.  But the
+    in-place all-reduce is invisible to autograd (torch only warns); the ``/ world_size`` is not.
+    So each rank's gradient is its own mean's, divided by the world size, and DDP divides by it
+    again.  The returned scalar has the logged value and that gradient.
     """
-    parts = zip(split_for_ranks(logits, ranks, micro_batches), split_for_ranks(labels, ranks, micro_batches))
-    means = [sum(causal_lm_loss(z, y, ignore_index=ignore_index) / micro_batches for z, y in zip(zs, ys))
-             for zs, ys in parts]  # each rank's own loss
+    parts = zip(split_for_ranks(logits, ranks, micro_batches),
+                split_for_ranks(labels, ranks, micro_batches))
+    means = [sum(causal_lm_loss(z, y, ignore_index=ignore_index) / micro_batches
+                 for z, y in zip(zs, ys)) for zs, ys in parts]  # each rank's own loss
     logged = sum(m.detach() for m in means) / ranks  # the all-reduced value every rank sees
-    backpropagated = _ddp_mean([m / ranks for m in means])  # what autograd differentiates, after DDP
+    backpropagated = _ddp_mean([m / ranks for m in means])  # what autograd differentiates
     return backpropagated + (logged - backpropagated).detach()
 
 

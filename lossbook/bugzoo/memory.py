@@ -42,15 +42,15 @@ def mean_per_chunk(hidden, weight, labels, bias=None, *, chunk_size=None, ignore
 
 def shift_per_chunk(hidden, weight, labels, bias=None, *, chunk_size=None, ignore_index=-100,
                     num_items_in_batch=None, shift=False):
-    """BUG: the tokens are cut into chunks first and each chunk's labels are shifted inside the chunk, so the
-    last position of every chunk loses its target (the first token of the next chunk)."""
+    """BUG: the tokens are cut into chunks first and each chunk's labels are shifted inside the
+    chunk, so the last position of every chunk loses its target (the next chunk's first token)."""
     h, y = _flat(hidden, labels)
     chunk_size = chunk_size or hidden.shape[-1]
     total, count = 0.0, 0
     for s in range(0, h.shape[0], chunk_size):
         yc = y[s:s + chunk_size]
         if shift:
-            yc = next_token_labels(yc, ignore_index)  # shifted within the chunk: the boundary target is lost
+            yc = next_token_labels(yc, ignore_index)  # in the chunk: the boundary target is lost
         z = _logits(h[s:s + chunk_size], weight, bias).float()
         total = total + F.cross_entropy(z, yc, ignore_index=ignore_index, reduction="sum")
         count += int((yc != ignore_index).sum())

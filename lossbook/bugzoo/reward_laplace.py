@@ -38,9 +38,9 @@ class BiasInPosterior(RewardLaplace):
 
 
 class StaleModelCopy(RewardLaplace):
-    """BUG: a copy of the model taken once, at construction (laplace-torch's ``LLLaplace`` deep-copies the
-    model in ``__init__``). Train the model further and fit again: the curvature, theta_MAP and the
-    predictive means all still belong to the old copy."""
+    """BUG: a copy of the model taken once, at construction (laplace-torch's ``LLLaplace``
+    deep-copies the model in ``__init__``). Train the model further and fit again: the curvature,
+    theta_MAP and the predictive means all still belong to the old copy."""
 
     def __init__(self, model, **kwargs):
         super().__init__(copy.deepcopy(model), **kwargs)
@@ -57,15 +57,17 @@ class ProbitAsReward(RewardLaplace):
 
 
 class Float32Determinant(RewardLaplace):
-    """BUG: the log-determinant as ``log(det(H + lambda I))`` in float32. The determinant is a product of
-    ``hidden`` eigenvalues, each at least lambda: in ``check_reward_laplace``'s scenario (96 features, lambda 2)
-    it is about 1e48 (log det 110.3, computed in float64), past float32's largest number 3.4e38, so ``det``
-    returns inf and the log marginal likelihood -inf (float64's 1.8e308 goes the same way with a few hundred
-    features). lossbook takes 2 sum log diag(cholesky) in float64."""
+    """BUG: the log-determinant as ``log(det(H + lambda I))`` in float32. The determinant is a
+    product of ``hidden`` eigenvalues, each at least lambda: in ``check_reward_laplace``'s scenario
+    (96 features, lambda 2) it is about 1e48 (log det 110.3, computed in float64), past float32's
+    largest number 3.4e38, so ``det`` returns inf and the log marginal likelihood -inf (float64's
+    1.8e308 goes the same way with a few hundred features). lossbook takes 2 sum log diag(cholesky)
+    in float64."""
 
     def log_marginal_likelihood(self, prior_precision=None):
         self._check_fitted()
-        lam = self._as_precision(self.prior_precision if prior_precision is None else prior_precision).float()
+        lam = self.prior_precision if prior_precision is None else prior_precision
+        lam = self._as_precision(lam).float()
         H, theta = self.H.float(), self.theta_map.float()
         log_det = torch.linalg.det(H + lam * torch.eye(H.shape[0])).log()
         return -self.loss.float() - 0.5 * (log_det - H.shape[0] * lam.log() + lam * (theta @ theta))

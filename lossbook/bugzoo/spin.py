@@ -27,10 +27,12 @@ def unshifted_gather(policy, reference, batch, lam):
 
 
 def mutates_the_batch(policy, reference, batch, lam):
-    """BUG (seed 002): ``generated_seq.masked_fill_(~mask, 0)`` rewrites the caller's batch: the pads become token
-    0, so the next call on the same batch (validation again, a second epoch) finds no padding and scores it."""
-    return seed_spin_forward(policy, reference, batch["generated"], batch["real"], batch["prompt_len"], lam=lam,
-                             pad_id=-1, fix_gather=True, fix_inplace=False)
+    """BUG (seed 002): ``generated_seq.masked_fill_(~mask, 0)`` rewrites the caller's batch: the
+    pads become token 0, so the next call on the same batch (validation again, a second epoch) finds
+    no padding and scores it."""
+    return seed_spin_forward(policy, reference, batch["generated"], batch["real"],
+                             batch["prompt_len"], lam=lam, pad_id=-1, fix_gather=True,
+                             fix_inplace=False)
 
 
 def lam_on_one_term(policy, reference, batch, lam):
@@ -59,6 +61,6 @@ class NeverRefreshedTrainer(SPINTrainer):
 
     def begin_iteration(self) -> None:
         self.step_in_iteration = 0
-        self.generated = self.generate(self.train_seqs)  # from the stale reference
+        self.generated = self.generate(self.train_seqs, self.train_mask)  # from the stale reference
         if self.valid_seqs is not None:
-            self.valid_generated = self.generate(self.valid_seqs)
+            self.valid_generated = self.generate(self.valid_seqs, self.valid_mask)

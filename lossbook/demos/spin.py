@@ -216,15 +216,17 @@ def snapshot(trainer: SPINTrainer, examples: int = 4, tokenizer=None) -> dict:
     """The end of an iteration, for the explorer: the first ``examples`` training prompts, their real and generated
     completions (texts when a ``tokenizer`` is given) and the four summed completion log-probs (Float[examples])."""
     real, gen = trainer.train_seqs[:examples], trainer.generated[:examples]
-    pol_r, pol_g = trainer.pair_logps(trainer.policy, real, gen)
-    ref_r, ref_g = trainer.pair_logps(trainer.reference, real, gen)
+    mask = trainer.train_mask[:examples]  # [examples, seq]: 1 on the completion
+    pol_r, pol_g = trainer.pair_logps(trainer.policy, real, gen, mask)
+    ref_r, ref_g = trainer.pair_logps(trainer.reference, real, gen, mask)
 
     def text(row):
         return tokenizer.decode(row, specials=False) if tokenizer is not None else " ".join(map(str, row.tolist()))
 
-    p = trainer.prompt_len
-    return {"iteration": trainer.iteration + 1, "prompts": [text(r[:p]) for r in real],
-            "real": [text(r[p:]) for r in real], "generated": [text(r[p:]) for r in gen],
+    starts = mask.argmax(1).tolist()
+    return {"iteration": trainer.iteration + 1, "prompts": [text(r[:p]) for r, p in zip(real, starts)],
+            "real": [text(r[m.bool()]) for r, m in zip(real, mask)],
+            "generated": [text(r[m.bool()]) for r, m in zip(gen, mask)],
             "policy_real": pol_r.cpu().double(), "policy_generated": pol_g.cpu().double(),
             "ref_real": ref_r.cpu().double(), "ref_generated": ref_g.cpu().double()}
 

@@ -42,6 +42,8 @@ __all__ = [
     "train_tagger",
     "check_aligner",
     "check_entity_decoder",
+    "check_word_tags",
+    "check_logit_gradient",
 ]
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -450,3 +452,92 @@ def check_entity_decoder(name: str, fn) -> None:
     verdict = "correct" if wrong == 0 else "not yet"
     print_verdict(f"{name}: {verdict} ({len(trials) - wrong} of {len(trials)} tag sequences decoded as "
                   "expected)", wrong == 0)
+
+
+def _average_word_tags(logits: torch.Tensor, word_ids) -> list[int]:
+    """The check's reference: each word's pieces' softmax probabilities averaged, then the most probable tag."""
+    probs = torch.softmax(logits.detach().double(), dim=-1)  # [seq, C]
+    words = sorted({w for w in word_ids if w is not None})
+    return [int(probs[[i for i, w in enumerate(word_ids) if w == k]].mean(0).argmax()) for k in words]
+
+
+def _word_tag_trials() -> list[tuple[torch.Tensor, list]]:
+    """Sentences with random piece logits, some padded with trailing ``None``; no near-tie of averaged scores."""
+    tokenizer = SubwordTokenizer(all_words())
+    g = torch.Generator().manual_seed(13)
+    patterns = [tokenizer(words)[1] for words, _ in make_tagged_sentences(60, seed=14)]
+    patterns += [[None, 0, None], [None, 0, 0, 0, 0, None, None, None], [None, 0, 1, 1, 2, 2, 2, None, None]]
+    trials = []
+    for i, word_ids in enumerate(patterns):
+        word_ids = word_ids + [None] * (i % 3)  # padding after [SEP] in a batch
+        while True:
+            logits = 3 * torch.randn(len(word_ids), len(TAGS), generator=g)  # [seq, C]
+            probs = torch.softmax(logits.double(), -1)
+            tops = [probs[[j for j, w in enumerate(word_ids) if w == k]].mean(0).topk(2).values
+                    for k in sorted({w for w in word_ids if w is not None})]
+            if all(float(t[0] - t[1]) > 1e-3 for t in tops):  # an answer's float32 rounding cannot flip a tag
+                break
+        trials.append((logits, word_ids))
+    return trials
+
+
+def check_word_tags(name: str, fn) -> None:
+    """Exercise check: ``fn(logits, word_ids)`` must give one tag per word, the pipeline's ``"average"`` strategy.
+
+    ``logits`` [seq, C] are one sentence's piece logits, ``word_ids`` the tokenizer's (``None`` for special tokens
+    and padding).  Runs ``fn`` on generated sentences with random logits and on hand-made word-id patterns; prints
+    only a verdict.
+    """
+    if fn is Ellipsis:
+        print_verdict(f"{name}: not attempted yet (replace ... with your function)", False)
+        return
+    trials = _word_tag_trials()
+    wrong = 0
+    for logits, word_ids in trials:
+        try:
+            got = [int(x) for x in fn(logits.clone(), list(word_ids))]
+        except Exception as err:  # noqa: BLE001 - a reader's function may raise anything
+            print_verdict(f"{name}: not yet ({type(err).__name__}: {err})", False)
+            return
+        wrong += got != _average_word_tags(logits, word_ids)
+    verdict = "correct" if wrong == 0 else "not yet"
+    print_verdict(f"{name}: {verdict} ({len(trials) - wrong} of {len(trials)} sentences tagged as expected)",
+                  wrong == 0)
+
+
+def check_logit_gradient(name: str, fn) -> None:
+    """Exercise check: ``fn(logits, labels, num_items_in_batch=None)`` must return the gradient of
+    ``token_classification_loss`` with respect to ``logits`` in closed form.
+
+    Runs ``fn`` under ``torch.no_grad()`` on tokenized batches of different lengths (first-piece and every-piece
+    labels, with and without a count, as an ``int`` and a tensor) and compares with autograd; prints only a verdict.
+    """
+    if fn is Ellipsis:
+        print_verdict(f"{name}: not attempted yet (replace ... with your function)", False)
+        return
+    from ..bugzoo.token_classification import token_classification_cases
+    from ..token_classification import token_classification_loss
+
+    tokenizer = SubwordTokenizer(all_words())
+    g = torch.Generator().manual_seed(4)
+    batches = [(c["logits"], c["labels"]) for c in token_classification_cases(seed=4)]
+    every = encode_batch(make_tagged_sentences(3, seed=44), tokenizer, label_all_tokens=True)["labels"]
+    batches.append((3 * torch.randn(*every.shape, len(TAGS), generator=g), every))
+    batches.append((torch.randn(1, 4, len(TAGS), generator=g), torch.tensor([[-100, 2, -100, 0]])))
+    trials = [(z, y, count) for z, y in batches for count in (None, int((y != -100).sum()) + 7)]
+    trials.append((batches[0][0], batches[0][1], torch.tensor(50)))
+    wrong = 0
+    for logits, labels, count in trials:
+        leaf = logits.detach().clone().requires_grad_(True)
+        token_classification_loss(leaf, labels, logits.shape[-1], num_items_in_batch=count).backward()
+        try:
+            with torch.no_grad():
+                got = fn(logits.detach().clone(), labels.clone(), num_items_in_batch=count)
+            got = torch.as_tensor(got, dtype=torch.float64)
+        except Exception as err:  # noqa: BLE001 - a reader's function may raise anything
+            print_verdict(f"{name}: not yet ({type(err).__name__}: {err})", False)
+            return
+        wrong += got.shape != leaf.shape or not torch.allclose(got, leaf.grad.double(), rtol=0, atol=1e-6)
+    verdict = "correct" if wrong == 0 else "not yet"
+    print_verdict(f"{name}: {verdict} ({len(trials) - wrong} of {len(trials)} batches agree with autograd)",
+                  wrong == 0)
