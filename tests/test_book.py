@@ -404,3 +404,13 @@ def test_every_page_carries_its_favicon_inline(built_book):
         assert icons and all(i.startswith("data:image/svg+xml;base64,") for i in icons), name
     for page in built_book.rglob("*.html"):  # nor does any other built page link the icon file
         assert not re.search(r'<link rel="icon" href="(?!data:)', page.read_text(encoding="utf-8")), page
+
+
+def test_solutions_are_collapsed_behind_a_toggle(built_book):
+    """Issue 24: a solution cell (tagged ``hide-input``) is built as a collapsed ``<details>`` the reader opens."""
+    page = (built_book / "notebooks" / "00_how_to_read_this_book.html").read_text()
+    assert page.count("tag_hide-input") >= 2, "chapter 00's two solution cells are not collapsed"
+    solution = page.index("tag_hide-input")
+    end = page.index("</details>", solution)
+    assert "<details" in page[solution:end] and "my_logsumexp" in page[solution:end], "no toggle around the solution"
+

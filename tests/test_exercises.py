@@ -33,7 +33,9 @@ MUTATED = ("00", "01", "02", "03", "04", "05", "06")  # chapters whose exercises
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[ \t]*\n?", re.S | re.M)
 # a verdict that prints how far off an answer is ("max error 6.6e-01", "off by 0.3") tells the answer in two tries
-DISTANCE = re.compile(r"(error|distance|off by|differs? by)\W{0,3}[-+]?\d", re.I)
+# (not "RuntimeError: 0D target ...": an exception's name is not a distance)
+DISTANCE = re.compile(r"(max(imum)? (abs(olute)? |relative )?error|error of|distance|off by|differs? by)\W{0,3}"
+                      r"[-+]?\d", re.I)
 
 
 def _meta(cell) -> dict:
@@ -189,7 +191,7 @@ def test_the_mutation_test_catches_a_check_that_accepts_wrong_answers():
              " len(answer_1) == 2)", "ch99-ex1-check", False),
         cell(f"answer_2 = ...\n{BEGIN}\nanswer_2 = 0.5\n{END}", "ch99-ex2-solution", True),
         cell("with lossbook.checks.graded():\n    assert answer_2 is not ..., 'not attempted'\n"
-             "    assert abs(answer_2 - 0.5) < 1e-9, f'ex2: wrong, error {abs(answer_2 - 0.5):.2f}'",
+             "    assert abs(answer_2 - 0.5) < 1e-9, f'ex2: wrong, max error {abs(answer_2 - 0.5):.2f}'",
              "ch99-ex2-check", False),
     ]
     wrong = {"ex1": [("same length, wrong values", "answer_1 = [0.0, 0.0]"),

@@ -233,3 +233,12 @@ def test_exercises_follow_the_nbgrader_convention(nb):
     for cell in nb.cells:
         if "nbgrader" not in cell.metadata:
             assert "BEGIN SOLUTION" not in cell.source and "HIDDEN TESTS" not in cell.source, cell.source
+
+
+def test_solutions_are_collapsed_in_the_book(nb):
+    """Issue 24: the HTML book shows every exercise's solution collapsed (myst-nb's ``hide-input`` tag: a toggle
+    the reader opens), so a reader can try first; the student edition removes solutions altogether."""
+    open_solutions = [i for i, c in enumerate(nb.cells)
+                      if c.get("metadata", {}).get("nbgrader", {}).get("solution") and c.cell_type == "code"
+                      and "hide-input" not in c.metadata.get("tags", [])]
+    assert not open_solutions, f"solution cells without the hide-input tag: {open_solutions}"

@@ -32,7 +32,7 @@ __all__ = [
     "squad_v2_scores",
     "train_reader",
     "loss_type",
-    "question_answering_cases",
+    "question_answering_cases", "check_recipe_positions", "check_start_grad",  # the last two: the exercises
 ]
 
 
@@ -337,3 +337,74 @@ def question_answering_cases(seed: int = 0, *, dtype=torch.float32) -> list[dict
         cases.append(case)
         cases.append({"end_logits": end_logits, **{k: v for k, v in case.items() if k != "end_logits"}})
     return cases
+
+
+# --- the exercises' checks: each prints a verdict only (never the answer or how far off it is) -----------------
+
+
+def _print_verdict(text: str, passed: bool) -> None:
+    from ..checks import print_verdict
+
+    print_verdict(text, passed)
+
+
+def check_recipe_positions(fn, name: str = "exercise 1") -> None:
+    """Exercise: ``fn(start, end, seq)`` -> ``(start, end)``, the recipe's training positions for a window of
+    ``seq`` tokens (ints in, ints out): compared with :func:`window_labels` on 300 windows of the chapter's data
+    and the edges (a negative start, an answer ending on the last token, ending one past it, starting past it,
+    the ``[CLS]`` answer ``(0, 0)``), for windows of 16 and of 10 tokens."""
+    if fn is Ellipsis:
+        return _print_verdict(f"{name}: not attempted yet (replace ... with your function)", False)
+    cases, g = [], torch.Generator().manual_seed(1)
+    for seq, document in ((16, 30), (10, 24)):
+        _, starts, ends = make_span_data(300 if seq == 16 else 100, seq=seq, document=document, generator=g)
+        pairs = list(zip(starts.tolist(), ends.tolist()))
+        pairs += [(-1, 2), (seq - 1, seq - 1), (seq - 1, seq), (seq, seq + 1), (0, 0), (2, seq + 4)]
+        cases += [(s, e, seq) for s, e in pairs]
+    for s, e, seq in cases:
+        want = tuple(int(t) for t in window_labels(torch.tensor([s]), torch.tensor([e]), seq))
+        try:
+            got = tuple(int(t) for t in fn(s, e, seq))
+        except Exception as err:  # a reader's function that crashes gets a verdict, not a traceback
+            return _print_verdict(f"{name}: not yet: your function raised {type(err).__name__}: {err} "
+                                  "(it is called as fn(start, end, seq) and must return two ints)", False)
+        if got != want:
+            return _print_verdict(f"{name}: not yet (some windows get the wrong training positions)", False)
+    _print_verdict(f"{name}: correct ({len(cases)} windows of 16 and 10 tokens, the edges included)", True)
+
+
+def check_start_grad(fn, name: str = "exercise 2") -> None:
+    """Exercise: ``fn(start_logits, start_positions)`` -> Float[batch, seq], the gradient of
+    ``question_answering_loss`` with respect to ``start_logits``, written without autograd.  Compared (float64,
+    atol 1e-9) with autograd through the loss on batches with cut-off answers (ignored), negative positions
+    (scored at ``[CLS]``), batch 1 and a window of one token; the answer is called on detached logits."""
+    from ..question_answering import question_answering_loss
+
+    if fn is Ellipsis:
+        return _print_verdict(f"{name}: not attempted yet (replace ... with your function)", False)
+    g = torch.Generator().manual_seed(6)
+    batches = []
+    for batch, seq in ((6, 9), (1, 5), (4, 1), (10, 7), (3, 4)):
+        starts = torch.randint(0, seq, (batch,), generator=g)
+        if batch > 1:
+            starts[0], starts[-1] = seq + 2, -1  # cut off: ignored; negative: scored at [CLS]
+        if batch >= 6:
+            starts[1] = seq  # one past the last token: ignored too
+        batches.append(((3 * torch.randn(batch, seq, generator=g, dtype=torch.float64)), starts))
+    for logits, starts in batches:
+        leaf = logits.clone().requires_grad_(True)
+        end_logits = torch.randn(logits.shape, generator=g, dtype=torch.float64)
+        ends = torch.randint(0, logits.shape[1], starts.shape, generator=g)
+        question_answering_loss(leaf, end_logits, starts, ends).backward()
+        try:
+            got = torch.as_tensor(fn(logits.clone(), starts.clone())).detach().to(torch.float64)
+        except Exception as err:  # a reader's function that crashes gets a verdict, not a traceback
+            return _print_verdict(f"{name}: not yet: your function raised {type(err).__name__}: {err} "
+                                  "(it is called as fn(start_logits, start_positions))", False)
+        if got.shape != leaf.shape:
+            return _print_verdict(f"{name}: not yet: return one gradient per logit, shape {list(leaf.shape)} "
+                                  f"(got {list(got.shape)})", False)
+        if not torch.allclose(got, leaf.grad, rtol=0, atol=1e-9):
+            return _print_verdict(f"{name}: not yet (differs from autograd on some batches)", False)
+    _print_verdict(f"{name}: correct (equals autograd on {len(batches)} batches, cut-off and negative "
+                   "positions included)", True)

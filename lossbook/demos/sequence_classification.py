@@ -34,6 +34,7 @@ __all__ = [
     "check_last_token_positions",
     "check_pos_weight_grad",
     "check_same_broadcast_loss",
+    "check_hidden_worst_predictions",
 ]
 
 VOCAB = 20
@@ -278,3 +279,47 @@ def check_same_broadcast_loss(answer, name: str = "exercise 4") -> None:
     mse = float(((z.squeeze(-1) - y) ** 2).mean())
     ok = mse >= 1 and abs(float(broadcast - perfect)) < 1e-9
     _verdict(name, ok, " (true MSE >= 1 and the broadcast loss of perfect predictions)")
+
+
+def check_hidden_worst_predictions(fn, name: str = "exercise 4") -> None:
+    """Exercise: ``fn(labels)``, labels Float[batch] -> predictions Float[batch, 1] (a regression head's shape)
+    whose broadcasting-mistake loss ``F.mse_loss(predictions, labels)`` equals that of the perfect predictions
+    ``labels[:, None]``, with the largest true MSE among all such predictions.
+
+    Judged by the two properties, never by the answer's formula: the broadcast loss must equal the perfect
+    predictions' (to 1e-9, relative) and the true MSE must reach the largest value the constraint allows,
+    ``4 Var(y)`` (population variance: the broadcast loss is ``Var(z) + Var(y) + (mean z - mean y)^2``),
+    on label vectors of several lengths (1 included), means and spreads."""
+    import warnings
+
+    import torch.nn.functional as F
+
+    if fn is Ellipsis:
+        print_verdict(f"{name}: not attempted yet (replace ... with your function)", False)
+        return
+    g = torch.Generator().manual_seed(4)
+    batches = [torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64)]
+    for n, shift, scale in ((5, 1.5, 2.0), (8, -3.0, 0.5), (2, 0.7, 1.0), (13, 10.0, 3.0)):
+        batches.append(shift + scale * torch.randn(n, generator=g, dtype=torch.float64))
+    for y in batches:
+        try:
+            z = torch.as_tensor(fn(y.clone())).to(torch.float64)
+        except Exception as err:  # a reader's function that crashes gets a verdict, not a traceback
+            _verdict(name, False, f": your function raised {type(err).__name__}: {err}")
+            return
+        if z.shape != (len(y), 1):
+            _verdict(name, False, f": return predictions of shape [batch, 1], as a regression head gives "
+                                  f"(got {list(z.shape)} for batch {len(y)})")
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            broadcast, perfect = float(F.mse_loss(z, y)), float(F.mse_loss(y[:, None], y))  # [batch, batch]
+        mse, most = float(((z.squeeze(-1) - y) ** 2).mean()), 4 * float(y.var(unbiased=False))
+        if not abs(broadcast - perfect) <= 1e-9 * (1 + perfect):
+            _verdict(name, False, " (the broadcast loss differs from the perfect predictions' on some labels)")
+            return
+        if not abs(mse - most) <= 1e-9 * (1 + most):
+            _verdict(name, False, " (the broadcast loss is right, but some label vectors allow a larger true MSE)")
+            return
+    _verdict(name, True, f" ({len(batches)} label vectors: the perfect predictions' broadcast loss, the largest "
+                         "true MSE)")
