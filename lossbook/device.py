@@ -27,7 +27,8 @@ def pick_device() -> torch.device:
     if wanted:
         kind = wanted.split(":")[0]
         if kind not in _KNOWN:
-            raise ValueError(f"LOSSBOOK_DEVICE={wanted!r}: expected one of {_KNOWN} (optionally 'cuda:N')")
+            raise ValueError(f"LOSSBOOK_DEVICE={wanted!r}: expected one of {_KNOWN} "
+                             "(optionally 'cuda:N')")
         if kind == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"LOSSBOOK_DEVICE={wanted!r} but torch.cuda.is_available() is False")
         if kind == "mps" and not _mps_available():

@@ -28,34 +28,20 @@ def pairwise_reward_loss(
     margin: torch.Tensor | float | None = None,
     center_rewards_coefficient: float | None = None,
 ) -> torch.Tensor:
-    """Bradley–Terry negative log-likelihood that ``chosen`` beats ``rejected``, averaged over pairs.
+    """Bradley–Terry negative log-likelihood that ``chosen`` beats ``rejected``, mean over pairs.
 
-    ``rewards_chosen``, ``rewards_rejected``: Float[Tensor, "batch"] or Float[Tensor, "batch 1"], the same shape
-    (a reward model's ``[batch, 1]`` logits, or TRL's squeezed ``[batch]``).  ``margin``: Float[Tensor, "batch"]
-    (TRL's collator column), a tensor of the rewards' shape, or a number for every pair.
+    ``rewards_chosen``, ``rewards_rejected``: Float[Tensor, "batch"] or ``[batch, 1]``, one shape.
+    ``margin``: Float[Tensor, "batch"] (TRL's collator column), the rewards' shape, or a number.
+    coef = ``center_rewards_coefficient`` (``None`` or 0 leaves the centering term out).
 
         loss = mean_i [ -log sigmoid(r_c,i - r_r,i - m_i) ]  +  coef * mean_i (r_c,i + r_r,i)^2
 
-    dL/dr_c,i = -(1 - sigmoid(r_c,i - r_r,i - m_i)) / B + 2 coef (r_c,i + r_r,i) / B, and dL/dr_r,i is the
-    negative of the first term plus the same centering term.  The margin is *subtracted* inside the
-    log-sigmoid: a pair with margin m only stops pulling once r_c - r_r exceeds m.  The centering term
-    (``center_rewards_coefficient``, TRL's name; ``None`` or 0 leaves it out) pins the mean reward near 0,
-    which the Bradley–Terry term cannot do: it sees only differences.
+    The margin is subtracted: a pair stops pulling once r_c - r_r exceeds m.  The centering term
+    pins the mean reward near 0, which the Bradley–Terry term cannot see.  Ouyang et al. 2022
+    (InstructGPT), Eq. 1; Touvron et al. 2023 (Llama 2), Eq. 2; Eisenstein et al. 2023, Sec. 3.
 
-    Same value and gradients as TRL 1.16's ``RewardTrainer.compute_loss`` given the same rewards (it uses
-    ``F.logsigmoid``, stable at any reward scale).  The result's dtype follows PyTorch's type promotion, as in
-    TRL: a float32 margin tensor promotes half-precision rewards to float32, a float64 one float32 rewards to
-    float64; a number (or a 0-dim tensor) as margin applies to every pair.  A negative margin relaxes a pair; a
-    NaN or infinite margin is an error (checked on the CPU; a margin on an accelerator is not read, to avoid a
-    synchronisation).  ``center_rewards_coefficient=0`` adds nothing (not even 0 * inf).  An empty batch gives
-    NaN (the mean over zero pairs), as upstream.
-
-    Clear errors instead of silent broadcasting: chosen and rejected of different shapes (``[batch]`` against
-    ``[batch, 1]`` would broadcast to a ``[batch, batch]`` matrix of every chosen against every rejected); a
-    reward dimension other than 1 (a reward model has one output; see :func:`preference_probs` for ``[batch, k]``);
-    a margin whose shape is neither ``[batch]`` nor the rewards' shape (seed 000's old TRL subtracted a
-    ``[batch]`` margin from ``[batch, 1]`` rewards, which broadcasts to ``[batch, batch]``: lossbook reshapes a
-    ``[batch]`` margin to the rewards' shape explicitly); integer rewards.
+    Upstream: TRL ``RewardTrainer.compute_loss`` (the same value, gradients and dtype on the same
+    rewards); what differs: chapter 07's table.
     """
     check_float("rewards_chosen", rewards_chosen)
     check_float("rewards_rejected", rewards_rejected)
@@ -64,30 +50,35 @@ def pairwise_reward_loss(
     if margin is not None:
         delta = delta - _margin_like(margin, rewards_chosen)  # same shape as delta
     loss = -F.logsigmoid(delta).mean()  # []
-    if center_rewards_coefficient is not None and _check_coefficient(center_rewards_coefficient) > 0:
+    if (center_rewards_coefficient is not None
+            and _check_coefficient(center_rewards_coefficient) > 0):
         coef = float(center_rewards_coefficient)
         loss = loss + coef * torch.mean((rewards_chosen + rewards_rejected) ** 2)  # []
     return loss
 
 
 def preference_probs(rewards_chosen: torch.Tensor, rewards_rejected: torch.Tensor) -> torch.Tensor:
-    """P(chosen preferred), P(rejected preferred) per pair: Float[Tensor, "batch 2"], rows summing to 1.
+    """P(chosen preferred), P(rejected preferred) per pair: Float[Tensor, "batch 2"], rows sum to 1.
 
     Seed 000's prediction step: ``torch.stack(logits).mean(dim=2).softmax(dim=0).T``::
 
-        rewards [batch, k] x 2  -> stack [2, batch, k] -> mean over k [2, batch] -> softmax over the pair
-        (dim 0) [2, batch] -> transpose [batch, 2]
+        rewards [batch, k] x 2  -> stack [2, batch, k] -> mean over k [2, batch]
+        -> softmax over the pair (dim 0) [2, batch] -> transpose [batch, 2]
 
-    so column 0 is sigmoid(mean r_c - mean r_r), the Bradley–Terry probability that chosen wins.  ``[batch]``
-    rewards are read as ``[batch, 1]``.  Chosen and rejected must have the same shape (no broadcasting).
+    so column 0 is sigmoid(mean r_c - mean r_r), the Bradley–Terry probability that chosen wins.
+    ``[batch]`` rewards are read as ``[batch, 1]``.  Chosen and rejected must have the same shape
+    (no broadcasting).
     """
     check_float("rewards_chosen", rewards_chosen)
     check_float("rewards_rejected", rewards_rejected)
     _check_pair_shapes(rewards_chosen, rewards_rejected, allow_k=True)
     if rewards_chosen.dim() == 1:
-        rewards_chosen, rewards_rejected = rewards_chosen[:, None], rewards_rejected[:, None]  # [batch, 1]
+        rewards_chosen = rewards_chosen[:, None]  # [batch, 1]
+        rewards_rejected = rewards_rejected[:, None]  # [batch, 1]
     if rewards_chosen.shape[1] == 0:
-        raise ValueError(f"rewards must have at least one output per pair, got {shape_str(rewards_chosen)}")
+        raise ValueError(
+            f"rewards must have at least one output per pair, got {shape_str(rewards_chosen)}"
+        )
     stacked = torch.stack([rewards_chosen, rewards_rejected])  # [2, batch, k]
     return stacked.mean(dim=2).softmax(dim=0).T  # [2, batch] -> softmax over the pair -> [batch, 2]
 
@@ -114,32 +105,39 @@ def pairwise_accuracy(rewards_chosen: torch.Tensor, rewards_rejected: torch.Tens
 def last_token_rewards(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """The reward of each sequence: its per-position score at the last real (non-pad) token.
 
-    ``values``: Float[Tensor, "batch seq"] (or ``[batch, seq, 1]``), a score head applied at every position;
-    ``attention_mask``: [batch, seq], 1 (or True) on real tokens.  Returns Float[Tensor, "batch"].
+    ``values``: Float[Tensor, "batch seq"] (or ``[batch, seq, 1]``), a score head applied at every
+    position; ``attention_mask``: [batch, seq], 1 (or True) on real tokens.  Returns
+    Float[Tensor, "batch"].
 
-    This is the position transformers' sequence-classification heads (``GenericForSequenceClassification``) pool
-    a decoder at: in a causal model only the last real token has read the whole sequence.  The index is the last
-    position whose mask is 1, ``(arange(seq) * mask).argmax(-1)``, so right and left padding both work.
-    transformers finds it from ``input_ids != pad_token_id`` instead of the mask; the two agree unless the pad
-    id also marks real tokens (pad = eos, TRL's fallback for a tokenizer without a pad token), where the
-    pad-id rule stops one token early.  Reading
-    ``values[:, -1]`` instead scores a pad token on right-padded batches (chapter 07's bug zoo).  A row with no
-    real token is an error.
+    The index is the last position whose mask is 1, ``(arange(seq) * mask).argmax(-1)``, so right
+    and left padding both work; in a causal model only that token has read the whole sequence.  A
+    row with no real token is an error.  Reading ``values[:, -1]`` instead scores a pad token on
+    right-padded batches (chapter 07's bug zoo).
+
+    Upstream: transformers' ``GenericForSequenceClassification`` pooling, which finds the token from
+    ``input_ids != pad_token_id``; the two agree unless the pad id also marks real tokens (pad =
+    eos, TRL's fallback for a tokenizer without one), where the pad-id rule stops one token early.
     """
     check_float("values", values)
     check_tensor("attention_mask", attention_mask)
     if values.dim() == 3 and values.shape[-1] == 1:
         values = values.squeeze(-1)  # [batch, seq]
     if values.dim() != 2:
-        raise ValueError(f"values must be [batch, seq] (or [batch, seq, 1]) per-position scores, got "
-                         f"{shape_str(values)}")
+        raise ValueError(
+            "values must be [batch, seq] (or [batch, seq, 1]) per-position scores, got "
+            f"{shape_str(values)}"
+        )
     if attention_mask.shape != values.shape:
-        raise ValueError(f"attention_mask must have the shape of values {shape_str(values)} (one flag per "
-                         f"position), got {shape_str(attention_mask)}")
+        raise ValueError(
+            f"attention_mask must have the shape of values {shape_str(values)} (one flag per "
+            f"position), got {shape_str(attention_mask)}"
+        )
     mask = attention_mask.to(values.device) != 0  # [batch, seq] bool
     if not bool(mask.any(dim=-1).all()):  # one device sync
         empty = (~mask.any(dim=-1)).nonzero().flatten().tolist()
-        raise ValueError(f"attention_mask {shape_str(attention_mask)} has rows with no real token: {empty}")
+        raise ValueError(
+            f"attention_mask {shape_str(attention_mask)} has rows with no real token: {empty}"
+        )
     positions = torch.arange(values.shape[1], device=values.device)  # [seq]
     last = (positions * mask).argmax(dim=-1)  # [batch]: the last position whose mask is 1
     return values.gather(1, last[:, None]).squeeze(1)  # [batch]
@@ -170,9 +168,14 @@ def _margin_like(margin, rewards: torch.Tensor) -> torch.Tensor:
             raise ValueError(f"margin must be finite, got {margin}")
         return torch.full_like(rewards, float(margin))
     check_tensor("margin", margin)
-    if not (margin.is_floating_point() or margin.dtype in (torch.int64, torch.int32, torch.int16, torch.int8)):
-        raise TypeError(f"margin must hold real numbers, got dtype {margin.dtype} with shape {shape_str(margin)}")
-    if margin.device.type == "cpu" and margin.is_floating_point() and not bool(torch.isfinite(margin).all()):
+    integer = (torch.int64, torch.int32, torch.int16, torch.int8)
+    if not (margin.is_floating_point() or margin.dtype in integer):
+        raise TypeError(
+            f"margin must hold real numbers, got dtype {margin.dtype} with shape "
+            f"{shape_str(margin)}"
+        )
+    on_cpu = margin.device.type == "cpu"  # a margin on an accelerator is not read (no sync)
+    if on_cpu and margin.is_floating_point() and not bool(torch.isfinite(margin).all()):
         raise ValueError(f"margin {shape_str(margin)} holds NaN or infinite values")
     batch = rewards.shape[0]
     if margin.dim() == 0:  # one margin for every pair, like a number
@@ -180,8 +183,9 @@ def _margin_like(margin, rewards: torch.Tensor) -> torch.Tensor:
     if margin.shape == rewards.shape or margin.shape == (batch,):
         return margin.to(rewards.device).reshape(rewards.shape)  # explicit, never broadcast
     raise ValueError(
-        f"margin must have shape [{batch}] (one per pair) or the rewards' shape {shape_str(rewards)}, got "
-        f"{shape_str(margin)}; anything else would broadcast against the rewards"
+        f"margin must have shape [{batch}] (one per pair) or the rewards' shape "
+        f"{shape_str(rewards)}, got {shape_str(margin)}; anything else would broadcast against "
+        "the rewards"
     )
 
 

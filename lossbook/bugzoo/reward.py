@@ -51,12 +51,15 @@ def margin_added(rewards_chosen, rewards_rejected, margin=None, center_rewards_c
     return _center(-F.logsigmoid(delta).mean(), rewards_chosen, rewards_rejected, center_rewards_coefficient)
 
 
-def softmax_over_batch(rewards_chosen, rewards_rejected, margin=None, center_rewards_coefficient=None):
-    """BUG: the 2-way softmax taken over the wrong dimension: ``stack(dim=1)`` gives ``[batch, 2]``, and
-    ``log_softmax(dim=0)`` normalises each column over the batch instead of each pair over its two items.
-    Chosen rewards then compete with the other pairs' chosen rewards; for batch 1 it is identically 0."""
-    logits = torch.stack([rewards_chosen.reshape(-1) - _margin(margin, rewards_chosen).reshape(-1),
-                          rewards_rejected.reshape(-1)], dim=1)  # [batch, 2]
+def softmax_over_batch(
+    rewards_chosen, rewards_rejected, margin=None, center_rewards_coefficient=None
+):
+    """BUG: the 2-way softmax taken over the wrong dimension: ``stack(dim=1)`` gives ``[batch, 2]``,
+    and ``log_softmax(dim=0)`` normalises each column over the batch instead of each pair over its
+    two items.  Chosen rewards then compete with the other pairs' chosen rewards; for batch 1 it is
+    identically 0."""
+    chosen = rewards_chosen.reshape(-1) - _margin(margin, rewards_chosen).reshape(-1)  # [batch]
+    logits = torch.stack([chosen, rewards_rejected.reshape(-1)], dim=1)  # [batch, 2]
     loss = -logits.log_softmax(dim=0)[:, 0].mean()  # BUG: dim=0 is the batch; the pair is dim=1
     return _center(loss, rewards_chosen, rewards_rejected, center_rewards_coefficient)
 

@@ -51,23 +51,30 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def data_parallel_step(model, input_ids, labels, *, mode: str, micro_batches: int, world: int, device):
-    """Forward and backward of this rank's rows for one optimizer step; returns (local count, global count, loss).
+def data_parallel_step(
+    model, input_ids, labels, *, mode: str, micro_batches: int, world: int, device
+):
+    """Forward and backward of this rank's rows for one optimizer step.
 
-    ``input_ids``, ``labels``: Long[Tensor, "rows seq"], this rank's rows, cut into ``micro_batches``;
-    ``model``: a ``DistributedDataParallel`` (or a plain module when ``world == 1``).  The returned loss is the
-    global mean over every target of the step, ``all_reduce(sum_j S_rj / N)``, detached, for logging.
+    ``input_ids``, ``labels``: Long[Tensor, "rows seq"], this rank's rows, cut into
+    ``micro_batches``; ``model``: a ``DistributedDataParallel`` (or a plain module when
+    ``world == 1``).  Returns (local count, global count, loss); the loss is the global mean over
+    every target of the step, ``all_reduce(sum_j S_rj / N)``, detached, for logging.
     """
-    if input_ids.shape[0] % micro_batches:  # chunk() would return fewer pieces: no micro-batch would be the last
-        raise ValueError(f"this rank's {input_ids.shape[0]} rows do not split into micro_batches={micro_batches} "
-                         "equal micro-batches")
-    xs, ys = input_ids.chunk(micro_batches), labels.chunk(micro_batches)  # micro_batches x [rows/k, seq]
+    # chunk() would return fewer pieces: no micro-batch would be the last
+    if input_ids.shape[0] % micro_batches:
+        raise ValueError(
+            f"this rank's {input_ids.shape[0]} rows do not split into "
+            f"micro_batches={micro_batches} equal micro-batches"
+        )
+    xs, ys = input_ids.chunk(micro_batches), labels.chunk(micro_batches)  # k x [rows/k, seq]
     local = sum(count_targets(y) for y in ys)  # [] this rank's targets over all its micro-batches
     total = global_num_items(local, device=device)  # [] N: one all-reduce of one int64
     logged = torch.zeros((), device=device)
     for j, (x, y) in enumerate(zip(xs, ys)):
         last = j == micro_batches - 1
-        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        sync = (contextlib.nullcontext() if last or not hasattr(model, "no_sync")
+                else model.no_sync())
         with sync:  # DDP all-reduces the gradients only after the last micro-batch
             logits = model(x)  # [rows/k, seq, vocab]
             if mode == "global_count":
@@ -96,14 +103,17 @@ def data_parallel_step(model, input_ids, labels, *, mode: str, micro_batches: in
 
 
 def context_parallel_step(model, input_ids, labels, *, mode: str, world: int, rank: int, device):
-    """Context parallelism: this rank scores positions ``[rank * seq / world, (rank + 1) * seq / world)`` of every row.
+    """Context parallelism: this rank scores one contiguous piece of every row.
 
-    The rank runs the model on the prefix up to the end of its piece (the keys and values of the earlier
-    pieces, which ring attention would pass it) and keeps the logits of its piece.  ``cp``: its targets are
-    its piece of the labels shifted once, in full; ``cp_local``: it shifts its own piece.  Both divide by the
-    all-reduced count and multiply by ``world`` (DDP averages).  Returns (local count, global count, loss).
+    The piece is positions ``[rank * seq / world, (rank + 1) * seq / world)``.  The rank runs the
+    model on the prefix up to the end of its piece (the keys and values of the earlier pieces, which
+    ring attention would pass it) and keeps the logits of its piece.  ``cp``: its targets are its
+    piece of the labels shifted once, in full; ``cp_local``: it shifts its own piece.  Both divide
+    by the all-reduced count and multiply by ``world`` (DDP averages).  Returns (local count,
+    global count, loss).
     """
-    positions, shift_labels = context_parallel_shard(labels, rank, world)  # slice, [rows, seq/world]
+    # positions: a slice of seq; shift_labels: [rows, seq/world]
+    positions, shift_labels = context_parallel_shard(labels, rank, world)
     logits = model(input_ids[:, :positions.stop])[:, positions]  # [rows, seq/world, vocab]
     if mode == "cp":
         local = count_targets(shift_labels=shift_labels)
