@@ -45,6 +45,12 @@ ALLOW: dict[tuple[str, str], str] = {
         "validation every valid_every steps; the chapter's runs validate per iteration; tests/test_spin.py",
     ("lossbook.bugzoo.spin.mutates_the_batch", STUB):
         "a bug exhibit: seed 002's own lines, retyped in one call (chapter 10 shows them)",
+    ("lossbook.reward._margin_like", "if not math.isfinite(margin):"):
+        "a Python number as the margin; chapter 07 passes the collator's tensor; tests/test_reward.py",
+    ("lossbook.reward._margin_like", "return torch.full_like(rewards, float(margin))"):
+        "the same Python-number margin; tests/test_reward.py",
+    ("lossbook.reward._margin_like", "return margin.to(rewards.device).expand(rewards.shape)"):
+        "a 0-dim margin (one for every pair); tests/test_reward.py",
     ("lossbook.memory.StorageTracker._track", "return  # already counted"):
         "a storage seen twice (a view); tests/test_chunked_cross_entropy.py",
 }
@@ -88,13 +94,14 @@ def _header_end(stmt) -> int:
     return stmt.end_lineno
 
 
-def _statements(block, lines, out):
-    """The statements of ``block`` that must run (source ``lines``, AST line numbers)."""
-    if not block or isinstance(block[-1], ast.Raise):
+def _statements(block, lines, out, function_body=False):
+    """The statements of ``block`` that must run (source ``lines``, AST line numbers).  A nested block that ends
+    in ``raise`` is an error branch; a function body that ends in ``raise`` (checks, then a final refusal) is not."""
+    if not block or (isinstance(block[-1], ast.Raise) and not function_body):
         return  # an error branch
     for stmt in block[1:] if _is_docstring(block[0]) else block:
-        if isinstance(stmt, ast.Global | ast.Nonlocal):
-            continue  # declarations: no code runs
+        if isinstance(stmt, ast.Global | ast.Nonlocal | ast.Raise):
+            continue  # declarations run no code; a raise is a refusal, not the work
         if isinstance(stmt, ast.Try | ast.TryStar):
             _statements(stmt.body, lines, out)  # the handlers are error branches; `try:` itself runs no code
             _statements(stmt.orelse, lines, out)
@@ -124,7 +131,7 @@ def bodies(rendered: dict) -> list[Body]:
     found = []
     for qualname, fn in defs:
         statements = []
-        _statements(fn.body, lines, statements)
+        _statements(fn.body, lines, statements, function_body=True)
         for s in statements:
             s.first, s.last = s.first + offset, s.last + offset
         found.append(Body(qualname, rendered["file"], fn.lineno + offset, fn.end_lineno + offset, statements))
