@@ -126,8 +126,7 @@ def check_cross_entropy(source, target, num_items_in_batch, ignore_index, kwargs
         check_count("num_items_in_batch", num_items_in_batch)
     if target.dtype is not torch.long or target.device != source.device:
         target = target.to(device=source.device, dtype=torch.long)
-    if not source.is_cpu:  # on the CPU, PyTorch's kernel checks the values during the loss
-        check_label_values("target", target, source.shape[-1], ignore_index)
+    check_label_values("target", target, source.shape[-1], ignore_index)  # on an accelerator only
     return target, ignore_index, extra
 
 

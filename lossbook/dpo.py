@@ -225,6 +225,14 @@ def _check_scalar(name: str, value) -> float:
     return float(value)
 
 
+def _check_positive(name: str, value, what: str = "") -> float:
+    """A finite real number > 0 (``beta``, SPIN's ``lam``, ``discopop_tau``); ``what`` says what it is."""
+    value = _check_scalar(name, value)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number > 0{what}, got {value}")
+    return value
+
+
 def _check_dpo_inputs(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
                       loss_type, label_smoothing, variant_kwargs: dict) -> tuple[float, dict]:
     """Every check of ``dpo_loss``, in one place (chapter 09's table lists what it refuses that TRL accepts).
@@ -239,9 +247,7 @@ def _check_dpo_inputs(policy_chosen_logps, policy_rejected_logps, ref_chosen_log
     if not isinstance(loss_type, str) or loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {list(LOSS_TYPES)}, got {loss_type!r}")
     _check_reference(ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
-    beta = _check_scalar("beta", beta)
-    if not (beta > 0 and math.isfinite(beta)):
-        raise ValueError(f"beta must be a finite number > 0, got {beta}")
+    beta = _check_positive("beta", beta)
     label_smoothing = _check_scalar("label_smoothing", label_smoothing)
 
     unknown = sorted(set(variant_kwargs) - set(_ALL_KEYWORDS))
@@ -296,9 +302,8 @@ def _check_dpo_inputs(policy_chosen_logps, policy_rejected_logps, ref_chosen_log
         params["chosen_scored_tokens"] = n
     elif loss_type == "discopop":
         tau = variant_kwargs.get("discopop_tau")
-        tau = _DISCOPOP_TAU if tau is None else _check_scalar("discopop_tau", tau)
-        if not (tau > 0 and math.isfinite(tau)):  # inf would make s = sigmoid(0) = 1/2: no switch at all
-            raise ValueError(f"discopop_tau must be a finite number > 0 (DiscoPOP's temperature), got {tau}")
+        # inf would make s = sigmoid(0) = 1/2: no switch at all
+        tau = _DISCOPOP_TAU if tau is None else _check_positive("discopop_tau", tau, " (DiscoPOP's temperature)")
         params["discopop_tau"] = tau
     elif loss_type == "bco_pair":
         shift = variant_kwargs.get("bco_delta")

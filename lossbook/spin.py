@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_float, check_integer, check_rank, shape_str
-from .dpo import _check_logps, _check_scalar, sequence_logps
+from .dpo import _check_logps, _check_positive, _check_scalar, sequence_logps
 
 __all__ = ["spin_loss", "filter_logits", "sample_completions", "ema_update_", "SPINTrainer"]
 
@@ -64,18 +64,11 @@ def spin_loss(
     return losses, (lam * real_logratios).detach(), (lam * generated_logratios).detach()
 
 
-def _check_lam(lam) -> float:
-    lam = _check_scalar("lam", lam)
-    if not lam > 0 or not math.isfinite(lam):
-        raise ValueError(f"lam must be a finite number > 0, got {lam}")
-    return lam
-
-
 def _check_spin_inputs(lam, **logps: torch.Tensor) -> float:
     """spin_loss's checks: four [batch] log-prob vectors of one length, a finite lam > 0."""
     names = ("policy_real_logps", "policy_generated_logps", "ref_real_logps", "ref_generated_logps")
     _check_logps(**{name: logps[name] for name in names})  # in this order: the messages name the first
-    return _check_lam(lam)
+    return _check_positive("lam", lam)
 
 
 def _check_sampling(temperature, top_k, top_p) -> None:
@@ -329,7 +322,7 @@ class SPINTrainer:
             raise ValueError(f"dropout must lie in [0, 1) or be None (keep the model's), got {dropout}")
         if checkpoint_every is not None and checkpoint_dir is None:
             raise ValueError("checkpoint_every needs checkpoint_dir")
-        self.lam = _check_lam(lam)
+        self.lam = _check_positive("lam", lam)
         _check_sampling(temperature, top_k, top_p)
         if dropout is not None:  # seed 002's set_dropout_, TRL's disable_dropout_in_model (p = 0)
             for module in policy.modules():
