@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["CheckResult", "compare_losses", "cross_entropy_cases", "self_check", "check_function",
+__all__ = ["CheckResult", "compare_losses", "cross_entropy_cases", "self_check", "check_function", "calls_reference",
            "check_expression", "graded", "print_verdict",
            "assert_close", "assert_function", "assert_expression"]
 
@@ -165,6 +165,9 @@ def check_function(name: str, candidate, reference, cases, *, atol: float = 1e-5
     """An exercise's self-check for a function: ``...`` means not attempted yet."""
     if candidate is Ellipsis:
         return print_verdict(f"{name}: not attempted yet (replace ... with your function)", False)
+    if calls_reference(candidate, reference, lambda: [candidate(**case) for case in cases]):
+        return print_verdict(f"FAIL  {name}: your function is, or calls, the function it is checked against "
+                             f"({getattr(reference, '__name__', 'the reference')}): write the computation", False)
     try:
         result = compare_losses(candidate, reference, cases, atol=atol, name=name)
     except Exception as err:  # a reader's function that crashes gets a verdict, not a traceback
@@ -177,6 +180,40 @@ def check_function(name: str, candidate, reference, cases, *, atol: float = 1e-5
         return print_verdict(f"FAIL  {name}: {what} differ from the reference beyond atol {atol:g} "
                              f"(over {result.cases} cases)", False)
     print_verdict(str(result), result.passed)
+
+
+def calls_reference(candidate, reference, run) -> bool:
+    """Is ``candidate`` the reference itself, or does ``run()`` (which calls the candidate) call the reference?
+    An exercise answered with ``my_loss = lossbook.causal_lm_loss``, or a wrapper around it, passes every
+    comparison; the checks give it a FAIL instead."""
+    import functools
+    import sys
+
+    def unwrap(fn):
+        while isinstance(fn, functools.partial):
+            fn = fn.func
+        return getattr(fn, "__wrapped__", fn)
+
+    target = unwrap(reference)
+    if unwrap(candidate) is target:
+        return True
+    code = getattr(target, "__code__", None)
+    found = [False]
+
+    def profile(frame, event, arg):
+        if (event == "call" and code is not None and frame.f_code is code) or (event == "c_call" and arg is target):
+            found[0] = True
+
+    before = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        with torch.no_grad():
+            run()
+    except Exception:  # noqa: BLE001 - a crash is reported by the comparison that follows
+        pass
+    finally:
+        sys.setprofile(before)
+    return found[0]
 
 
 def check_expression(name: str, expression, symbols, reference, *, points: int = 5, seed: int = 0,

@@ -4,7 +4,8 @@ Kept fast: the properties of the whole book are checked statically (every chapte
 about a second, and searched for solution text; the exercise metadata follows the convention); only chapter 00
 (the smallest, about 10 s to execute) is executed: its student edition up to the first exercise, then graded as
 four submissions (the solutions filled back in; a blank one; one wrong answer whose student also deleted
-one test cell and edited the other; a file that is not a notebook).
+one test cell and edited the other; a file that is not a notebook); and once more by nbgrader's own command line
+(generate_assignment, autograde of a solved and a blank submission, export), as instructors run it.
 """
 
 from __future__ import annotations
@@ -222,6 +223,43 @@ def test_autograding_full_blank_wrong_and_broken_submissions(course, tmp_path):
     assert table.splitlines()[0] == "| student | " + " | ".join(ids) + " | total |"
     course.write_csv(tmp_path / "out" / "grades.csv", columns, rows)
     assert (tmp_path / "out" / "grades.csv").read_text().splitlines()[0].startswith("student," + ",".join(ids))
+
+
+def test_nbgrader_command_line_generates_autogrades_and_exports(course, tmp_path):
+    """The way instructors run nbgrader itself (issue 24): ``nbgrader generate_assignment`` on chapter 00 as the
+    course's source, ``nbgrader autograde`` of a solved and a blank copy of the release, ``nbgrader export``.
+    Independent of scripts/course.py's own grading: nbgrader's command line, its database and its CSV."""
+    import csv
+    import os
+    import shutil
+    import subprocess
+
+    import nbformat
+
+    (tmp_path / "source" / "ps00").mkdir(parents=True)
+    shutil.copy(SMALL, tmp_path / "source" / "ps00" / SMALL.name)
+    (tmp_path / "nbgrader_config.py").write_text(
+        f'c = get_config()\nc.CourseDirectory.course_id = "lossbook"\nc.CourseDirectory.root = {str(tmp_path)!r}\n')
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    def nbgrader(*args):
+        done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+
+    nbgrader("generate_assignment", "ps00", "--create", "--force")
+    released = _read(tmp_path / "release" / "ps00" / SMALL.name)
+    teacher = _read(SMALL)
+    assert not any("BEGIN SOLUTION" in c.source for c in released.cells)  # nbgrader's own student edition
+    for student, nb in (("solved", _fill(released, teacher)), ("blank", released)):
+        (tmp_path / "submitted" / student / "ps00").mkdir(parents=True)
+        nbformat.write(nb, tmp_path / "submitted" / student / "ps00" / SMALL.name)
+    nbgrader("autograde", "ps00", "--create")
+    nbgrader("export")
+    with open(tmp_path / "grades.csv") as f:
+        scores = {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(f)}
+    total = float(sum(e["points"] for e in course.exercises(teacher)))
+    assert scores == {"solved": (total, total), "blank": (0.0, total)}
 
 
 def test_sanitizing_keeps_the_answers_and_restores_the_tests(course):

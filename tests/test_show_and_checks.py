@@ -1,11 +1,17 @@
 import math
 import re
+import sys
 
 import pytest
 import torch
 
 from lossbook import checks, fixed_cross_entropy, show_source
 from lossbook.show import source_location
+
+
+def _own_ce(source, target, ignore_index):
+    """A reader's own cross-entropy (the checks refuse the reference itself as an answer)."""
+    return torch.nn.functional.cross_entropy(source.float(), target, ignore_index=ignore_index)
 
 
 def test_show_source_renders_the_real_function_without_machine_paths():
@@ -49,10 +55,10 @@ def test_check_function(capsys):
     cases = checks.cross_entropy_cases(0)
     checks.check_function("ex", ..., fixed_cross_entropy, cases)
     assert "not attempted" in capsys.readouterr().out
-    checks.check_function("ex", fixed_cross_entropy, fixed_cross_entropy, cases)
+    checks.check_function("ex", _own_ce, fixed_cross_entropy, cases)
     assert capsys.readouterr().out.startswith("PASS")
-    checks.check_function("ex", lambda **kw: fixed_cross_entropy(**kw) + 1, fixed_cross_entropy, cases)
-    assert capsys.readouterr().out.startswith("FAIL")
+    checks.check_function("ex", lambda **kw: _own_ce(**kw) + 1, fixed_cross_entropy, cases)
+    assert capsys.readouterr().out.startswith("FAIL  ex: values differ")
     checks.check_function("ex", lambda logits, labels: logits.sum(), fixed_cross_entropy, cases)  # other names
     out = capsys.readouterr().out
     assert out.startswith("FAIL  ex: your function raised TypeError") and "source, target, ignore_index" in out
@@ -102,12 +108,12 @@ def test_graded_checks_raise_the_verdict_and_only_inside_the_block(capsys):
 
     cases = checks.cross_entropy_cases(0)
     with checks.graded():
-        checks.check_function("ex", fixed_cross_entropy, fixed_cross_entropy, cases)
+        checks.check_function("ex", _own_ce, fixed_cross_entropy, cases)
         checks.self_check("ex", [0.5], torch.tensor([0.5]))
         with pytest.raises(AssertionError, match="not attempted"):
             checks.check_function("ex", ..., fixed_cross_entropy, cases)
         with pytest.raises(AssertionError, match="FAIL  ex"):
-            checks.check_function("ex", lambda **kw: fixed_cross_entropy(**kw) + 1, fixed_cross_entropy, cases)
+            checks.check_function("ex", lambda **kw: _own_ce(**kw) + 1, fixed_cross_entropy, cases)
         with pytest.raises(AssertionError, match="not yet"):
             checks.self_check("ex", [0.6], torch.tensor([0.5]))
         with pytest.raises(AssertionError, match="wrong shape"):
@@ -126,9 +132,9 @@ def test_test_cell_wrappers_raise_the_verdict_and_never_the_answer(capsys):
     import sympy as sp
 
     cases = checks.cross_entropy_cases(0)
-    checks.assert_function("ex", fixed_cross_entropy, fixed_cross_entropy, cases)
+    checks.assert_function("ex", _own_ce, fixed_cross_entropy, cases)
     assert capsys.readouterr().out.startswith("PASS")
-    for candidate in (..., lambda **kw: fixed_cross_entropy(**kw) * 1.01, lambda **kw: 1 / 0):
+    for candidate in (..., lambda **kw: _own_ce(**kw) * 1.01, lambda **kw: 1 / 0):
         with pytest.raises(AssertionError, match="ex"):
             checks.assert_function("ex", candidate, fixed_cross_entropy, cases)
     checks.assert_close("ex", 0.5, 0.5)
@@ -155,8 +161,8 @@ def test_verdicts_print_the_tolerance_never_the_measured_error(capsys):
     checks.self_check("ex", [0.5 + 0.0123], torch.tensor([0.5]), atol=1e-6)
     checks.check_expression("ex", z + 1e-10, [z], lambda v: v[0])
     checks.check_expression("ex", z + 0.0123, [z], lambda v: v[0])
-    checks.check_function("ex", lambda **kw: fixed_cross_entropy(**kw) * (1 + 1e-9), fixed_cross_entropy, cases)
-    checks.check_function("ex", lambda **kw: fixed_cross_entropy(**kw) + 0.0123, fixed_cross_entropy, cases)
+    checks.check_function("ex", lambda **kw: _own_ce(**kw) * (1 + 1e-9), fixed_cross_entropy, cases)
+    checks.check_function("ex", lambda **kw: _own_ce(**kw) + 0.0123, fixed_cross_entropy, cases)
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in out] == ["ex:", "ex:", "PASS", "FAIL", "PASS", "FAIL"], out
     assert "correct (within tolerance 1e-06)" in out[0] and "not yet (outside tolerance 1e-06)" in out[1]
@@ -207,3 +213,33 @@ def test_a_constant_answer_gets_a_verdict_not_a_traceback(capsys):
     cases = checks.cross_entropy_cases(seed=0)
     checks.check_function("ex", lambda **kw: torch.tensor(1.0), fixed_cross_entropy, cases)
     assert capsys.readouterr().out.startswith("FAIL  ex: values differ")
+
+
+def test_the_reference_itself_or_a_wrapper_around_it_fails(capsys):
+    """An exercise answered with the function it is checked against (or a call of it) is a FAIL, not a PASS;
+    a candidate that computes the same thing itself passes."""
+    import functools
+
+    import torch.nn.functional as F
+
+    from lossbook import fixed_cross_entropy
+    from lossbook.checks import calls_reference, check_function
+
+    cases = checks.cross_entropy_cases(seed=1)
+
+    def wrapper(source, target, ignore_index):
+        return 1.0 * fixed_cross_entropy(source, target, ignore_index=ignore_index)
+
+    def own(source, target, ignore_index):
+        return F.cross_entropy(source.float(), target, ignore_index=ignore_index)
+
+    for answer in (fixed_cross_entropy, wrapper, functools.partial(fixed_cross_entropy, ignore_index=-100)):
+        check_function("exercise", answer, fixed_cross_entropy, cases)
+        out = capsys.readouterr().out
+        assert "FAIL  exercise: your function is, or calls, the function it is checked against" in out
+    check_function("exercise", own, fixed_cross_entropy, cases)
+    assert capsys.readouterr().out.startswith("PASS  exercise")
+    # a C function as the reference is found too; the profiler is removed afterwards
+    assert calls_reference(print, torch.logsumexp, lambda: torch.logsumexp(torch.ones(3), 0))
+    assert not calls_reference(own, torch.logsumexp, lambda: own(**cases[0]))
+    assert sys.getprofile() is None

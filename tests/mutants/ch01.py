@@ -20,6 +20,7 @@ my_hessian = sp.eye(3) / 3
 """),
     ],
     "ex2": [
+        ("the reference itself", "my_smoothed_cross_entropy = fixed_cross_entropy"),
         ("no smoothing at all", """
 def my_smoothed_cross_entropy(source, target, ignore_index=-100, label_smoothing=0.0):
     keep = target != ignore_index

@@ -25,6 +25,7 @@ def _ngram(end="len(train)", first="1", smooth="add * vocab_size", denominator="
 
 MUTANTS = {
     "ex1": [
+        ("a wrapper around the reference", "def my_causal_lm_loss(**kw):\n    return 1.0 * causal_lm_loss(**kw)"),
         ("no shift: position t scored against token t", """
 import torch.nn.functional as F
 
@@ -94,6 +95,7 @@ def my_zigzag_targets(labels, shards):
 """),
     ],
     "ex3": [
+        ("the chapter's own n-gram model", "my_ngram_nll = demo.ngram_nll"),
         ("the first order - 2 targets skipped instead of backing off", _ngram(first="order - 1")),
         ("the mean over len(eval_ids), one too many", _ngram(denominator="len(data_)")),
         ("a context counted at the end of the text too, where no token follows it", _ngram(end="len(train) + 1")),

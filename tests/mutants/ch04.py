@@ -38,6 +38,7 @@ pos_weight_grad = w * yw - (1 + (w - 1) * yw) * dsc.sigmoid(zw)
 """),
     ],
     "ex3": [
+        ("the reference itself", "my_multi_label_loss = sequence_classification_loss"),
         ("summed over the labels, averaged over the batch only", """
 def my_multi_label_loss(labels, pooled_logits, num_labels, problem_type=None):
     per_entry = -(labels * F.logsigmoid(pooled_logits) + (1 - labels) * F.logsigmoid(-pooled_logits))

@@ -94,6 +94,7 @@ def entities(tags):
 """),
     ],
     "ex3": [
+        ("the reference itself", "my_token_loss = token_classification_loss"),
         ("the -100 positions counted in the denominator", """
 def my_token_loss(logits, labels, num_labels, **kwargs):
     flat_logits, flat_labels = logits.reshape(-1, num_labels).float(), labels.reshape(-1)
