@@ -9,7 +9,10 @@ Chapter: notebooks/12_distributed.ipynb.  Upstream: transformers ``Trainer`` wit
 * passes that global count to the model's loss as ``num_items_in_batch`` (sum over the rank's tokens / global
   count), then multiplies the loss by the number of processes (``Trainer.compute_loss``: ``loss_scale =
   self.accelerator.num_processes // self.get_tp_size()``, ``loss *= loss_scale``), because DDP *averages* the
-  gradients of the ranks.
+  gradients of the ranks.  (The tensor-parallel size divides because those ranks see replicated batches.)  All
+  of this only when the model's ``forward`` takes ``**kwargs`` (``model_accepts_loss_kwargs``, set in
+  ``Trainer.__init__``) or a ``compute_loss_func`` is given; otherwise the Trainer counts nothing, applies no
+  factor, and divides each micro-batch's own mean by the accumulation steps: the per-rank mean.
 
 The chapter cites the exact lines of the installed source.  With data parallelism over ``W`` ranks, rank r
 backprops ``L_r = W * S_r / N`` (``S_r`` its summed token losses, ``N`` the global count), DDP averages the

@@ -225,6 +225,62 @@ def test_transformers_trainer_recipe_equals_lossbook(hf_loss_utils, micro_batche
     assert demo.relative_error(up["grad"], demo.full_batch_run(1)["grad0"]) < 1e-5
 
 
+def test_a_real_trainer_takes_the_count_only_from_a_model_that_accepts_loss_kwargs(hf_loss_utils):
+    """Trainer.__init__ on the chapter's bare model and on PlainLM: no **kwargs, no loss_type, so no count; on
+    UpstreamLM both, and _get_num_items_in_batch counts labels[..., 1:]."""
+    input_ids, labels = demo.uneven_batch(0)
+    batch = [{"input_ids": input_ids, "labels": labels}]
+    for lm, expected in ((demo.build_model(), False), (demo.PlainLM(demo.build_model()), False),
+                         (demo.UpstreamLM(demo.build_model()), True)):
+        trainer = demo.real_trainer(lm)
+        assert trainer.model_accepts_loss_kwargs is expected and trainer._loss_shifts_labels is expected
+        count = trainer._get_num_items_in_batch(batch, torch.device("cpu"))
+        assert (count is None) if not expected else int(count) == int(count_targets(labels)) == 131
+
+
+@pytest.mark.parametrize("micro_batches", [1, 2])
+def test_a_real_trainer_on_a_model_without_loss_kwargs_trains_the_per_rank_mean(hf_loss_utils, micro_batches):
+    up = demo.transformers_data_parallel(micro_batches=micro_batches, loss_kwargs=False)
+    assert up["num_items"] == [None, None] and up["local_counts"] is None
+    naive = demo.simulated_grad(bugs.per_rank_mean, micro_batches=micro_batches)
+    assert demo.relative_error(up["grad"], naive) < 1e-5
+    assert demo.relative_error(up["grad"], demo.full_batch_run(1)["grad0"]) > 0.1
+
+
+def _local_count(logits, labels, ranks=2, micro_batches=1):
+    """Exercise 3's objective: each rank's summed losses over its own count, DDP's mean over ranks."""
+    zs, ys = split_for_ranks(logits, ranks, micro_batches), split_for_ranks(labels, ranks, micro_batches)
+    per_rank = [sum(causal_lm_loss(z, y, num_items_in_batch=sum(count_targets(y_) for y_ in yr))
+                    for z, y in zip(zr, yr)) for zr, yr in zip(zs, ys)]
+    return sum(per_rank) / ranks
+
+
+@pytest.mark.parametrize("micro_batches", [1, 2])
+def test_exercise_3s_objective_is_what_the_trainer_does_without_averaging_tokens(hf_loss_utils, micro_batches):
+    """The check of exercise 3 accepts the objective the real Trainer trains with average_tokens_across_devices=False
+    (local counts over the rank's micro-batches, no gather, no world-size factor)."""
+    up = demo.transformers_data_parallel(micro_batches=micro_batches, average_tokens_across_devices=False)
+    assert up["num_items"] == [19, 112]
+    assert demo.relative_error(up["grad"], demo.simulated_grad(_local_count, micro_batches=micro_batches)) < 1e-5
+    S, n = dd.shard_symbols(3, 2)
+    value = {x: sp.Rational(i + 1, 3) for i, x in enumerate(x for row in S for x in row)}
+    value |= {c: i + 2 for i, c in enumerate(c for row in n for c in row)}
+    reference = sum(sum(Sr) / sum(nr) for Sr, nr in zip(S, n)) / 3  # the check's reference, written out
+    losses = torch.tensor([[float(value[x]) for x in row] for row in S], dtype=torch.float64)
+    counts = torch.tensor([[float(value[c]) for c in row] for row in n], dtype=torch.float64)
+    assert abs(float(reference.subs(value)) - float((losses.sum(1) / counts.sum(1)).mean())) < 1e-12
+
+
+def test_the_head_tail_check_agrees_with_torchs_load_balancer():
+    from torch.distributed.tensor.experimental._context_parallel._load_balancer import _HeadTailLoadBalancer
+
+    for seq, world in ((8, 2), (8, 4), (12, 3), (4, 1)):
+        order = torch.cat([demo._head_tail_positions(seq, r, world) for r in range(world)])
+        assert torch.equal(order, _HeadTailLoadBalancer(seq, world, "cpu")._generate_indices()[0].long())
+        chunks = torch.arange(seq).view(2 * world, -1)
+        assert torch.equal(order, torch.cat([torch.cat([chunks[r], chunks[2 * world - 1 - r]]) for r in range(world)]))
+
+
 # ---------------------------------------------------------------- sympy
 
 

@@ -42,7 +42,16 @@ __all__ = [
     "relative_error",
     "distributed_cases",
     "simulated_grad",
+    "UpstreamLM",
+    "PlainLM",
+    "real_trainer",
     "transformers_data_parallel",
+    "rank_loss_cases",
+    "check_rescaled_rank_mean",
+    "check_rank_loss",
+    "check_local_count_objective",
+    "check_head_tail_shard",
+    "check_sequence_rank_loss",
 ]
 
 # one place for the demo's sizes: the torchrun script, the reference and the tests read them
@@ -355,77 +364,362 @@ def simulated_grad(objective, steps_batch: int = 0, *, ranks: int = 2, micro_bat
     return flat_grad(model)
 
 
-class _UpstreamLM(torch.nn.Module):
-    """The tiny GPT with transformers' own causal-LM loss, called as a Trainer calls a model."""
+class UpstreamLM(torch.nn.Module):
+    """The tiny GPT written as a transformers causal LM is: ``forward(input_ids, labels=None, **kwargs)`` returns
+    ``{"loss", "logits"}``, the loss from transformers' ``LOSS_MAPPING[self.loss_type]`` (``ForCausalLMLoss``)
+    called with the keyword arguments the Trainer passes (``num_items_in_batch``), as a transformers model calls
+    its ``self.loss_function``.
+
+    The two things ``Trainer.__init__`` looks for: a forward that takes ``**kwargs`` (then
+    ``model_accepts_loss_kwargs`` is True and the Trainer counts targets and passes ``num_items_in_batch``) and
+    ``loss_type = "ForCausalLM"`` (then ``_loss_shifts_labels`` is True: it counts ``labels[..., 1:]``).
+    """
+
+    loss_type = "ForCausalLM"
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, labels, num_items_in_batch=None):
+    def forward(self, input_ids, labels=None, **kwargs):
+        from transformers.loss.loss_utils import LOSS_MAPPING
+
+        logits = self.model(input_ids)  # [batch, seq, vocab]
+        loss = None if labels is None else LOSS_MAPPING[self.loss_type](logits, labels, logits.shape[-1], **kwargs)
+        return {"loss": loss, "logits": logits}
+
+
+class PlainLM(torch.nn.Module):
+    """The same model and loss written without ``**kwargs`` and without ``loss_type``: ``forward(input_ids,
+    labels=None)`` returns transformers' ``ForCausalLMLoss`` of its own rows, a mean over its own targets."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, labels=None):
         from transformers.loss.loss_utils import ForCausalLMLoss
 
         logits = self.model(input_ids)  # [batch, seq, vocab]
-        return {"loss": ForCausalLMLoss(logits, labels, logits.shape[-1], num_items_in_batch=num_items_in_batch)}
+        loss = None if labels is None else ForCausalLMLoss(logits, labels, logits.shape[-1])
+        return {"loss": loss, "logits": logits}
 
 
-def _trainer_stub(world: int, gather, model):
-    """The attributes of a ``transformers.Trainer`` that ``_get_num_items_in_batch`` and ``compute_loss`` read.
+def real_trainer(model, **arguments):
+    """A real ``transformers.Trainer``, built as a user builds one, offline, on the CPU:
+    ``Trainer(model=model, args=TrainingArguments(output_dir=..., report_to="none", use_cpu=True, **arguments))``.
+    Nothing is trained or saved (the output directory is a temporary one, gone when this returns)."""
+    from transformers import Trainer, TrainingArguments
 
-    ``average_tokens_across_devices=True`` (the default), one device per process, no tensor/context parallelism.
-    """
-    from types import SimpleNamespace
+    with tempfile.TemporaryDirectory(prefix="lossbook-trainer-") as out:
+        return Trainer(model=model, args=TrainingArguments(output_dir=out, report_to="none", use_cpu=True,
+                                                           **arguments))
 
-    from transformers import Trainer
 
-    stub = SimpleNamespace(
-        args=SimpleNamespace(average_tokens_across_devices=True, world_size=world, n_gpu=1),
-        accelerator=SimpleNamespace(gather=gather, num_processes=world, parallelism_config=None,
-                                    unwrap_model=lambda m: m),
-        model=model, model_accepts_loss_kwargs=True, compute_loss_func=None, label_smoother=None,
-        _loss_shifts_labels=True, is_deepspeed_enabled=False,
-    )
-    for name in ("get_tp_size", "get_cp_size", "get_sp_size"):
-        setattr(stub, name, getattr(Trainer, name).__get__(stub))
-    return stub
+class _Overlay:
+    """An object seen with a few attributes replaced: every other attribute is the object's own."""
+
+    def __init__(self, base, **replaced):
+        self.__dict__.update(replaced)
+        self._base = base
+
+    def __getattr__(self, name):
+        return getattr(self._base, name)
+
+
+def _rank_view(trainer, world: int, gather):
+    """A real Trainer seen from one rank of a simulated world of ``world`` processes: everything is the Trainer's
+    own (``model_accepts_loss_kwargs``, ``_loss_shifts_labels``, ``average_tokens_across_devices``, the tensor- and
+    context-parallel sizes, ...) except ``args.world_size``, ``accelerator.num_processes`` and the collective
+    ``accelerator.gather``."""
+    return _Overlay(trainer, args=_Overlay(trainer.args, world_size=world),
+                    accelerator=_Overlay(trainer.accelerator, num_processes=world, gather=gather))
 
 
 def transformers_data_parallel(step: int = 0, *, ranks: int = 2, micro_batches: int = 1,
-                               seed: int = CONFIG["seed"]) -> dict:
+                               seed: int = CONFIG["seed"], loss_kwargs: bool = True, **arguments) -> dict:
     """transformers' own ``Trainer._get_num_items_in_batch`` and ``Trainer.compute_loss``, run for each rank.
 
-    The installed functions run unmodified on a stand-in ``self`` (``_trainer_stub``) for each of ``ranks``
-    simulated ranks, on the chapter's model and batch ``step``: each rank counts its micro-batches' targets,
-    the collective ``accelerator.gather`` is played by handing every rank the list of all ranks' counts
-    (which upstream sums), and ``compute_loss`` calls the model (whose loss is transformers' ``ForCausalLMLoss``
-    with ``num_items_in_batch``) and applies the world-size factor.  Returns ``{"local_counts", "num_items",
-    "rank_losses" (per rank, per micro-batch, detached), "grad" (the mean over ranks of the ranks' gradients,
-    as DDP averages them)}``.
+    A real ``Trainer`` is built on the chapter's model (:func:`real_trainer`), wrapped as :class:`UpstreamLM`
+    (``loss_kwargs=True``: forward takes ``**kwargs``, ``loss_type`` set) or :class:`PlainLM` (neither), with
+    ``gradient_accumulation_steps=micro_batches`` and any other ``TrainingArguments`` in ``arguments``
+    (``average_tokens_across_devices=False``, say).  The installed functions run unmodified on that Trainer, seen
+    from each of ``ranks`` simulated ranks (``_rank_view``: the world size, and the collective
+    ``accelerator.gather`` played by handing every rank the list of all ranks' counts, which upstream sums), on
+    batch ``step``.  Each micro-batch's loss is divided by the number of accumulation steps when it was not
+    scaled by ``num_items_in_batch``, as ``Trainer.training_step`` does (``loss_is_scaled_for_ga``), then
+    backpropagated.  Returns ``{"model_accepts_loss_kwargs", "loss_shifts_labels", "local_counts", "num_items"
+    (None where the Trainer counts nothing), "rank_losses" (per rank, per micro-batch, detached), "grad" (the mean
+    over ranks of the ranks' gradients, as DDP averages them)}``.
     """
     from transformers import Trainer
 
-    model = build_model(seed)
-    upstream = _UpstreamLM(model)
-    input_ids, labels = uneven_batch(step, ranks=ranks, seed=seed)
     from ..distributed import split_for_ranks
 
+    model = build_model(seed)
+    upstream = UpstreamLM(model) if loss_kwargs else PlainLM(model)
+    trainer = real_trainer(upstream, gradient_accumulation_steps=micro_batches, **arguments)
+    input_ids, labels = uneven_batch(step, ranks=ranks, seed=seed)
     xs, ys = split_for_ranks(input_ids, ranks, micro_batches), split_for_ranks(labels, ranks, micro_batches)
     batches = [[{"input_ids": x, "labels": y} for x, y in zip(xr, yr)] for xr, yr in zip(xs, ys)]
-    alone = _trainer_stub(1, None, upstream)  # world_size 1: no gather, the local count
-    local = [Trainer._get_num_items_in_batch(alone, b, torch.device("cpu")) for b in batches]
-    everyone = torch.stack([c.reshape(()) for c in local])  # what accelerator.gather returns on every rank
+    cpu = torch.device("cpu")
+    local = [trainer._get_num_items_in_batch(b, cpu) for b in batches]  # world size 1: no gather, the local count
+    counted = local[0] is not None
+    everyone = torch.stack([c.reshape(()) for c in local]) if counted else None  # what gather returns everywhere
     grads, rank_losses, num_items = [], [], []
     for r in range(ranks):
-        stub = _trainer_stub(ranks, lambda t: everyone, upstream)
-        n = Trainer._get_num_items_in_batch(stub, batches[r], torch.device("cpu"))
-        num_items.append(int(n))
+        view = _rank_view(trainer, ranks, lambda t: everyone)
+        n = Trainer._get_num_items_in_batch(view, batches[r], cpu)
+        num_items.append(None if n is None else int(n))
+        scaled = trainer.model_accepts_loss_kwargs and n is not None  # training_step's loss_is_scaled_for_ga
         model.zero_grad(set_to_none=True)
         losses = []
         for inputs in batches[r]:
-            loss = Trainer.compute_loss(stub, upstream, dict(inputs), num_items_in_batch=n)
+            loss = Trainer.compute_loss(view, upstream, dict(inputs), num_items_in_batch=n)
+            if not scaled:
+                loss = loss / micro_batches  # training_step: loss / self.current_gradient_accumulation_steps
             loss.backward()  # micro-batches accumulate, as in Trainer.training_step
             losses.append(float(loss.detach()))
         rank_losses.append(losses)
         grads.append(flat_grad(model))
-    return {"local_counts": [int(c) for c in local], "num_items": num_items, "rank_losses": rank_losses,
-            "grad": sum(grads) / ranks}
+    return {"model_accepts_loss_kwargs": trainer.model_accepts_loss_kwargs,
+            "loss_shifts_labels": trainer._loss_shifts_labels,
+            "local_counts": [int(c) for c in local] if counted else None, "num_items": num_items,
+            "rank_losses": rank_losses, "grad": sum(grads) / ranks}
+
+
+# --- the exercises' checks: each prints a verdict only (never the answer or its distance) -----------------------
+
+
+def _verdict(name: str, ok: bool, detail: str = "") -> None:
+    from ..checks import print_verdict
+
+    print_verdict(f"{name}: {'correct' if ok else 'not yet'}{detail}", ok)
+
+
+def _not_attempted(name: str) -> None:
+    from ..checks import print_verdict
+
+    print_verdict(f"{name}: not attempted yet (replace ... with your function)", False)
+
+
+def _splits(*, nonempty: bool = False) -> list[tuple[int, int, dict]]:
+    """The exercises' data-parallel splits ``(ranks, micro_batches, {"logits", "labels"})``: 2-4 ranks, 1-2
+    micro-batches per rank, uneven counts, a row with no target, equal counts, extreme logits.  ``nonempty``:
+    only splits where every micro-batch holds a target (a per-micro-batch mean is 0/0 otherwise)."""
+    from ..distributed import count_targets, split_for_ranks
+
+    out = []
+    for ranks in (2, 3, 4):
+        for case in distributed_cases(seed=10 + ranks, ranks=ranks):
+            for micro in (1, 2):
+                if case["logits"].shape[0] % (ranks * micro):
+                    continue
+                pieces = [y for yr in split_for_ranks(case["labels"], ranks, micro) for y in yr]
+                if nonempty and any(int(count_targets(y)) == 0 for y in pieces):
+                    continue
+                out.append((ranks, micro, {"logits": case["logits"], "labels": case["labels"]}))
+    return out
+
+
+def _judge_ddp(name: str, fn, objective_for, reference, splits, what: str) -> None:
+    """Compare ``objective_for(fn, ranks, micro)`` (the mean over simulated ranks, as DDP averages) with
+    ``reference`` on every split: values and gradients, atol 1e-9 in float64; print a verdict."""
+    from ..checks import compare_losses
+
+    if fn is Ellipsis:
+        _not_attempted(name)
+        return
+    for ranks, micro, case in splits:
+        try:
+            result = compare_losses(objective_for(fn, ranks, micro), reference, [case], atol=1e-9)
+        except Exception as err:  # a reader's function that crashes gets a verdict, not a traceback
+            _verdict(name, False, f": your function raised {type(err).__name__}: {err}")
+            return
+        if result.value_error > result.atol:
+            _verdict(name, False, f" (DDP's mean of your ranks' losses is not {what} on some splits)")
+            return
+        if not result.passed:
+            _verdict(name, False, f" (the values are {what}, the gradients are not, on some splits)")
+            return
+    _verdict(name, True, f" (values and gradients equal {what} on {len(splits)} splits: 2-4 ranks, 1-2 "
+                         "micro-batches)")
+
+
+def _full_batch_loss(logits, labels):
+    return causal_lm_loss(logits, labels)
+
+
+def check_rescaled_rank_mean(fn, name: str = "exercise 1") -> None:
+    """Exercise: ``fn(mean_loss, local_count, num_items_in_batch, world_size)`` turns one micro-batch's mean loss
+    (over its own ``local_count`` targets) into the loss that micro-batch should backprop.
+
+    Each micro-batch of every simulated rank gets its own mean (``causal_lm_loss``), its own count and the
+    all-reduced count (0-dim int64 tensors, as the Trainer hands them); a rank backprops the sum over its
+    micro-batches of ``fn``; DDP's mean over ranks must be the full batch's ``causal_lm_loss``, values and
+    gradients, on every split."""
+    from ..distributed import count_targets, split_for_ranks
+
+    def objective_for(fn, ranks, micro):
+        def objective(logits, labels):
+            zs, ys = split_for_ranks(logits, ranks, micro), split_for_ranks(labels, ranks, micro)
+            counts = [[count_targets(y) for y in yr] for yr in ys]
+            total = sum(c for row in counts for c in row)  # [] int64: the all-reduced count
+            per_rank = [sum(fn(causal_lm_loss(z, y), c.clone(), total.clone(), ranks) for z, y, c in zip(*piece))
+                        for piece in zip(zs, ys, counts)]
+            return sum(per_rank) / ranks  # DDP: the mean of the ranks' gradients
+        return objective
+
+    _judge_ddp(name, fn, objective_for, _full_batch_loss, _splits(nonempty=True), "the full batch's loss")
+
+
+def rank_loss_cases(seed: int = 5) -> list[dict]:
+    """Exercise 2's cases: one rank's rows of the chapter's cases with a global count and a world size each."""
+    sizes = [(40, 4), (17, 2), (93, 3), (11, 1), (250, 8)]
+    return [{"logits": c["logits"][:2], "labels": c["labels"][:2], "num_items_in_batch": n, "world_size": w}
+            for c, (n, w) in zip(distributed_cases(seed=seed), sizes)]
+
+
+def check_rank_loss(fn, name: str = "exercise 2") -> None:
+    """Exercise: ``fn(logits, labels, num_items_in_batch, world_size)`` against ``data_parallel_loss``, values and
+    gradients, on :func:`rank_loss_cases` (a different global count and world size in every case)."""
+    from ..checks import check_function
+    from ..distributed import data_parallel_loss
+
+    check_function(name, fn, data_parallel_loss, rank_loss_cases())
+
+
+def check_local_count_objective(fn, name: str = "exercise 3") -> None:
+    """Exercise: ``fn(S, n)`` -> the sympy objective DDP descends when every rank divides by its own count.
+
+    ``S[r][j]``, ``n[r][j]`` as ``derivations.distributed.shard_symbols``.  Compared, exactly, at random rational
+    points with the objective written here, for several numbers of ranks and micro-batches."""
+    import random
+
+    import sympy as sp
+
+    from ..derivations.distributed import shard_symbols
+
+    if fn is Ellipsis:
+        _not_attempted(name)
+        return
+    rng = random.Random(3)
+    shapes = ((1, 1), (2, 1), (1, 3), (2, 2), (3, 2))
+    for ranks, micro in shapes:
+        S, n = shard_symbols(ranks, micro)
+        symbols = {x for row in S + n for x in row}
+        try:
+            expr = sp.sympify(fn(S, n))
+        except Exception as err:  # a reader's function that crashes gets a verdict, not a traceback
+            _verdict(name, False, f": your function raised {type(err).__name__}: {err}")
+            return
+        others = sorted(str(x) for x in getattr(expr, "free_symbols", set()) - symbols)
+        if not isinstance(expr, sp.Expr) or others:
+            _verdict(name, False, f": return one sympy expression in the S and n it is given (it also has {others})")
+            return
+        # each rank: its micro-batches' summed losses over its own count; DDP: the mean over ranks
+        reference = sum(sum(Sr) / sum(nr) for Sr, nr in zip(S, n)) / ranks
+        for _ in range(4):
+            point = {x: sp.Rational(rng.randint(-60, 60), rng.randint(1, 9)) for row in S for x in row}
+            point |= {c: sp.Integer(rng.randint(1, 40)) for row in n for c in row}
+            try:
+                got, want = complex(expr.subs(point)), float(reference.subs(point))
+            except (TypeError, ValueError) as err:
+                _verdict(name, False, f": your expression could not be evaluated ({type(err).__name__})")
+                return
+            if not abs(got - want) <= 1e-12 * (1 + abs(want)):
+                _verdict(name, False, f" (not the objective DDP descends, for {ranks} rank(s) with {micro} "
+                                      "micro-batch(es) each)")
+                return
+    _verdict(name, True, f" ({len(shapes)} shapes, 1-3 ranks, 1-3 micro-batches, exact at random points)")
+
+
+def _head_tail_positions(seq: int, rank: int, world_size: int) -> torch.Tensor:
+    """The positions of ``rank`` under torch's head-tail load balancing for context parallelism
+    (``torch.distributed.tensor.experimental._context_parallel._load_balancer._HeadTailLoadBalancer``)."""
+    try:
+        from torch.distributed.tensor.experimental._context_parallel._load_balancer import _HeadTailLoadBalancer
+    except ImportError:  # a private class: torch may move it; the rule is its docstring's
+        chunks = torch.arange(seq).view(2 * world_size, seq // (2 * world_size))
+        return torch.cat([chunks[rank], chunks[2 * world_size - 1 - rank]])
+    order = _HeadTailLoadBalancer(seq, world_size, "cpu")._generate_indices()[0].long()  # [seq]
+    width = seq // world_size
+    return order[rank * width:(rank + 1) * width]
+
+
+def check_head_tail_shard(fn, name: str = "exercise 4") -> None:
+    """Exercise: ``fn(labels, rank, world_size)`` -> ``(positions, shift_labels)`` of ``rank`` under head-tail
+    load balancing (chunks r and 2W - 1 - r of 2W), with the labels shifted once, in full.
+
+    The positions are compared with torch's own ``_HeadTailLoadBalancer``; the targets with the full sequence's
+    next tokens at those positions; and the ranks' summed losses over the all-reduced count with the unsharded
+    loss, on several sequence lengths, world sizes and padded rows."""
+    from ..causal_lm import next_token_labels
+
+    if fn is Ellipsis:
+        _not_attempted(name)
+        return
+    g = torch.Generator().manual_seed(12)
+    shapes = ((8, 2), (8, 4), (12, 3), (16, 4), (4, 1), (24, 2))
+    for seq, world in shapes:
+        labels = torch.randint(0, 9, (3, seq), generator=g)
+        labels[1, seq // 3:] = -100  # a padded row
+        labels[2, seq - 1:] = -100
+        logits = torch.randn(3, seq, 9, generator=g, dtype=torch.float64)
+        full = next_token_labels(labels)  # [3, seq]
+        total, count = 0.0, 0
+        for r in range(world):
+            try:
+                positions, shift_labels = fn(labels.clone(), r, world)
+                positions, shift_labels = torch.as_tensor(positions), torch.as_tensor(shift_labels)
+            except Exception as err:  # a reader's function that crashes gets a verdict, not a traceback
+                _verdict(name, False, f": your function raised {type(err).__name__}: {err}")
+                return
+            if not torch.equal(positions.long().flatten(), _head_tail_positions(seq, r, world)):
+                _verdict(name, False, " (some ranks' positions are not their two chunks, r and 2W - 1 - r, in "
+                                      "that order)")
+                return
+            if shift_labels.shape != (3, positions.numel()) or not torch.equal(shift_labels.long(),
+                                                                             full[:, positions.long()]):
+                _verdict(name, False, " (some ranks' targets are not the full sequence's next tokens at their "
+                                      "positions)")
+                return
+            kept = shift_labels != -100
+            total = total + torch.nn.functional.cross_entropy(logits[:, positions.long()][kept],
+                                                              shift_labels[kept], reduction="sum")
+            count += int(kept.sum())
+        if not abs(float(total) / count - float(causal_lm_loss(logits, labels))) <= 1e-10:
+            _verdict(name, False, " (the ranks' losses do not add up to the unsharded loss)")
+            return
+    _verdict(name, True, f" (torch's head-tail positions, the full shift, the unsharded loss: {len(shapes)} "
+                         "sequence lengths and world sizes)")
+
+
+def _per_sequence_loss(logits, labels):
+    """The full batch's per-sequence loss: each row's mean over its targets, averaged over the rows that have one."""
+    from ..causal_lm import next_token_labels
+
+    targets = next_token_labels(labels)  # [batch, seq]
+    token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
+                                              reduction="none")  # [batch, seq], 0 where ignored
+    counts = (targets != -100).sum(-1)  # [batch]
+    has = counts > 0
+    return (token.sum(-1)[has] / counts[has]).mean()
+
+
+def check_sequence_rank_loss(fn, name: str = "exercise 5") -> None:
+    """Exercise: ``fn(logits, labels, num_sequences, world_size)``, the loss one micro-batch of one rank backprops so
+    that DDP's mean over ranks is the global batch's per-sequence loss (each row's mean token loss, averaged over
+    every row of the batch with a target; ``num_sequences``: that number of rows, all-reduced).  Compared with that
+    loss on the full batch, values and gradients, on every split (a row with no target among them)."""
+    from ..distributed import count_targets, split_for_ranks
+
+    def objective_for(fn, ranks, micro):
+        def objective(logits, labels):
+            rows_with_target = sum(int(count_targets(row[None]) > 0) for row in labels)  # the all-reduced count
+            zs, ys = split_for_ranks(logits, ranks, micro), split_for_ranks(labels, ranks, micro)
+            per_rank = [sum(fn(z, y, rows_with_target, ranks) for z, y in zip(zr, yr)) for zr, yr in zip(zs, ys)]
+            return sum(per_rank) / ranks  # DDP: the mean of the ranks' gradients
+        return objective
+
+    _judge_ddp(name, fn, objective_for, _per_sequence_loss, _splits(), "the per-sequence loss of the full batch")
