@@ -212,6 +212,16 @@ def test_flattened_labels_that_upstream_accepts_are_refused(hf_loss_utils):
         masked_lm_loss(logits, labels.t().contiguous())
 
 
+@pytest.mark.parametrize("wrong", [1, 2, 3, 4, 6, 10, 15, 30, 31])
+def test_a_wrong_vocab_size_never_runs_silently_upstream_with_labels_of_the_right_shape(hf_loss_utils, wrong):
+    # view(-1, vocab_size) makes logits.numel() / vocab_size rows for labels.numel() labels: equal only for 5
+    logits, labels = _inputs(9, (2, 3, 5), torch.float32)
+    with pytest.raises((ValueError, RuntimeError)):
+        hf_loss_utils.ForMaskedLMLoss(logits, labels, wrong)
+    with pytest.raises(ValueError, match=rf"vocab_size={wrong} disagrees"):
+        masked_lm_loss(logits, labels, vocab_size=wrong)
+
+
 # --- mask_tokens ------------------------------------------------------------------------------------------------
 
 
@@ -508,11 +518,27 @@ def test_accuracy_by_fate_of_an_oracle_and_of_a_copier(tok):
     ev = demo.make_eval_set(split.held_out_ids, tok, 32, repeats=2)
     truth = torch.where(ev.labels != -100, ev.labels, ev.inputs)
     oracle = demo.accuracy_by_fate(_Oracle(truth, tok.vocab_size), ev, batch_size=10_000)
-    assert oracle["<mask>"] == oracle["random"] == oracle["unchanged"] == 1.0
-    assert oracle["random: copies the input"] < 0.1  # a random draw can hit the original token
+    assert oracle["<mask>"] == oracle["wrong"] == oracle["right"] == 1.0
+    assert oracle["wrong: copies it"] == 0.0  # a wrong input is never the original
     copier = demo.accuracy_by_fate(_Oracle(ev.inputs, tok.vocab_size), ev, batch_size=10_000)
-    assert copier["<mask>"] == 0.0 and copier["unchanged"] == 1.0 and copier["random: copies the input"] == 1.0
-    assert copier["random"] == oracle["random: copies the input"]
+    assert copier["<mask>"] == 0.0 and copier["right"] == 1.0 and copier["wrong: copies it"] == 1.0
+    assert copier["wrong"] == 0.0
+
+
+def test_shown_fates_split_the_scored_positions_by_what_the_input_shows():
+    # a vocabulary of four (0 pad, 1 mask, 2 and 3 letters): random draws often hit <mask> or the original
+    ids = torch.randint(2, 4, (40, 30), generator=torch.Generator().manual_seed(0))
+    inputs, labels, m = mask_tokens(ids, 1, 4, 0.9, (0, 1), torch.Generator().manual_seed(1), 0.2, 0.7,
+                                    return_masking=True)
+    fates = demo.shown_fates(m, ids, 1)
+    scored = labels != -100
+    assert (fates["<mask>"].int() + fates["wrong"].int() + fates["right"].int() == scored.int()).all()
+    assert torch.equal(fates["<mask>"], scored & (inputs == 1))
+    assert torch.equal(fates["right"], scored & (inputs == ids))
+    assert torch.equal(fates["wrong"], scored & (inputs != 1) & (inputs != ids))
+    drawn = m.randomized & (m.random_ids == 1)
+    assert drawn.any() and (m.randomized & (m.random_ids == ids)).any()  # both corner cases occur
+    assert fates["<mask>"][drawn].all() and not fates["wrong"][drawn].any()
 
 
 def test_context_count_baseline_reads_both_neighbours(tok):
@@ -526,6 +552,9 @@ def test_context_count_baseline_reads_both_neighbours(tok):
     ev = demo.make_eval_set(splits.test_ids, tok, 32, repeats=4)
     _, majority = demo.majority_baseline(splits.train_ids, ev)
     assert demo.context_count_baseline(splits.train_ids, ev) > majority + 0.1
+    assert 0.2 < demo.context_count_baseline(splits.train_ids, ev, where="wrong") < 0.6  # never reads the input
+    with pytest.raises(ValueError, match="where must be"):
+        demo.context_count_baseline(splits.train_ids, ev, where="random")
 
 
 def test_unigram_entropy():
@@ -584,11 +613,17 @@ def test_exercise_checks_accept_right_answers_and_fail_wrong_ones(capsys):
     assert "not yet" in _verdicts(demo.check_expected_scored, lambda ids, s, p: p * ids.numel(), capsys)
     assert "raised" in _verdicts(demo.check_expected_scored, lambda ids: 0, capsys)
 
-    def labels(ids, masking):
-        return torch.where(masking.selected, ids, torch.full_like(ids, -100))
+    def fates(inputs, labels, mask_id):
+        scored = labels != -100
+        shows_mask, shows_right = scored & (inputs == mask_id), scored & (inputs == labels)
+        return shows_mask, scored & ~shows_mask & ~shows_right, shows_right
 
-    def only_masked(ids, masking):
-        return torch.where(masking.replaced, ids, torch.full_like(ids, -100))
+    def changed_is_wrong(inputs, labels, mask_id):
+        scored = labels != -100
+        return scored & (inputs == mask_id), scored & (inputs != labels), scored & (inputs == labels)
 
-    assert ": correct" in _verdicts(demo.check_labels_from_masking, labels, capsys)
-    assert "not yet" in _verdicts(demo.check_labels_from_masking, only_masked, capsys)
+    assert "not attempted" in _verdicts(demo.check_input_fates, ..., capsys)
+    assert ": correct" in _verdicts(demo.check_input_fates, fates, capsys)
+    assert "not yet" in _verdicts(demo.check_input_fates, changed_is_wrong, capsys)
+    assert "three tensors" in _verdicts(demo.check_input_fates, lambda i, y, m: (i == m, i != m), capsys)
+    assert "raised" in _verdicts(demo.check_input_fates, lambda i: 0, capsys)

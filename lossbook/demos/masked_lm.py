@@ -17,9 +17,10 @@ from ..selection import KeepBest  # re-exported: chapter 03's demo selects its c
 from ..text import CharTokenizer, load_text, random_windows
 
 __all__ = ["RhymeSplit", "split_rhymes", "RhymeSplits", "split_rhymes_three_way", "mlm_batch", "EvalSet",
-           "make_eval_set", "masked_accuracy", "accuracy_by_fate", "majority_baseline", "context_count_baseline",
-           "unigram_entropy", "KeepBest", "check_mask_share", "check_expected_scored", "check_whole_word_labels",
-           "check_labels_from_masking", "fill_masks", "loss_cases", "masking_cases", "transformers_collator"]
+           "make_eval_set", "masked_accuracy", "shown_fates", "accuracy_by_fate", "majority_baseline",
+           "context_count_baseline", "unigram_entropy", "KeepBest", "check_mask_share", "check_expected_scored",
+           "check_whole_word_labels", "check_input_fates", "eval_fates", "fill_masks", "loss_cases", "masking_cases",
+           "transformers_collator"]
 
 
 class RhymeSplit(NamedTuple):
@@ -89,6 +90,7 @@ class EvalSet(NamedTuple):
     inputs: torch.Tensor  # Long[Tensor, "windows length"]
     labels: torch.Tensor  # Long[Tensor, "windows length"]
     masking: Masking
+    mask_token_id: int
 
 
 def make_eval_set(ids: torch.Tensor, tokenizer: CharTokenizer, length: int, repeats: int = 8, seed: int = 123,
@@ -104,7 +106,7 @@ def make_eval_set(ids: torch.Tensor, tokenizer: CharTokenizer, length: int, repe
     inputs, labels, masking = mask_tokens(windows, tokenizer.mask_id, tokenizer.vocab_size, mlm_probability,
                                           special_ids=tokenizer.special_ids, generator=generator,
                                           return_masking=True)
-    return EvalSet(inputs, labels, masking)
+    return EvalSet(inputs, labels, masking, tokenizer.mask_id)
 
 
 @torch.no_grad()
@@ -131,24 +133,49 @@ def _predictions(model, eval_set: EvalSet, batch_size: int) -> torch.Tensor:
     return preds
 
 
+def shown_fates(masking: Masking, input_ids: torch.Tensor, mask_token_id: int) -> dict[str, torch.Tensor]:
+    """The scored positions split by what the corrupted input shows there (Bool[Tensor, "batch seq"] each).
+
+    ``"<mask>"``: the mask token (``replaced``, or a random draw that hit the mask token); ``"wrong"``: a token
+    other than the original (a random draw of another token); ``"right"``: the original token (``unchanged``, or a
+    random draw that hit the original).  Computed from the :class:`Masking` and the original ``input_ids``.
+    """
+    drawn = masking.random_ids if masking.random_ids is not None else torch.full_like(input_ids, -1)
+    drew_mask = masking.randomized & (drawn == mask_token_id)
+    drew_original = masking.randomized & (drawn == input_ids)
+    return {"<mask>": masking.replaced | drew_mask,
+            "wrong": masking.randomized & ~drew_mask & ~drew_original,
+            "right": masking.unchanged | drew_original}
+
+
+def eval_fates(eval_set: EvalSet) -> dict[str, torch.Tensor]:
+    """:func:`shown_fates` of an :class:`EvalSet`: its scored positions by what their input shows."""
+    original = torch.where(eval_set.labels != -100, eval_set.labels, eval_set.inputs)  # [windows, length]
+    return shown_fates(eval_set.masking, original, eval_set.mask_token_id)
+
+
 @torch.no_grad()
 def accuracy_by_fate(model, eval_set: EvalSet, batch_size: int = 256) -> dict[str, float]:
-    """Held-out accuracy split by what the masking did to the position (one forward pass).
+    """Held-out accuracy split by what the input shows at the scored position (one forward pass).
 
-    ``"<mask>"``, ``"random"``, ``"unchanged"``: share of those scored positions whose argmax is the original
-    token; ``"random: copies the input"``: share of the randomly replaced positions whose argmax is the
-    (wrong) token the input shows there, i.e. how often the model believes a corrupted input.
+    ``"<mask>"``, ``"wrong"``, ``"right"`` (see :func:`shown_fates`): share of those positions whose argmax is
+    the original token; ``"wrong: copies it"``: share of the ``"wrong"`` positions whose argmax is the wrong
+    token the input shows, i.e. how often the model believes a corrupted input.
     """
     preds = _predictions(model, eval_set, batch_size)  # [windows, length]
-    m, labels = eval_set.masking, eval_set.labels
-    out = {name: float((preds[keep] == labels[keep]).float().mean())
-           for name, keep in (("<mask>", m.replaced), ("random", m.randomized), ("unchanged", m.unchanged))}
-    out["random: copies the input"] = float((preds[m.randomized] == eval_set.inputs[m.randomized]).float().mean())
+    labels = eval_set.labels
+    fates = eval_fates(eval_set)
+    out = {name: float((preds[keep] == labels[keep]).float().mean()) for name, keep in fates.items()}
+    wrong = fates["wrong"]
+    out["wrong: copies it"] = float((preds[wrong] == eval_set.inputs[wrong]).float().mean())
     return out
 
 
-def context_count_baseline(train_ids: torch.Tensor, eval_set: EvalSet) -> float:
-    """Accuracy at ``<mask>`` positions of a count model that sees one character on each side (no network).
+def context_count_baseline(train_ids: torch.Tensor, eval_set: EvalSet, where: str = "<mask>") -> float:
+    """Accuracy of a count model that sees one character on each side (no network), at the ``where`` positions.
+
+    ``where``: ``"<mask>"`` or ``"wrong"`` (the positions whose input shows a wrong token, :func:`shown_fates`);
+    the model never reads the position's own input, so a wrong token there cannot mislead it.
 
     For a masked position with input neighbours ``(left, right)``, it answers the character that most often
     sits between ``left`` and ``right`` in the training text; if that pair never occurs, the most frequent
@@ -172,9 +199,11 @@ def context_count_baseline(train_ids: torch.Tensor, eval_set: EvalSet) -> float:
                 return table[key].most_common(1)[0][0]
         return overall
 
-    inputs, labels, where = eval_set.inputs.tolist(), eval_set.labels, eval_set.masking.replaced
+    if where not in ("<mask>", "wrong"):
+        raise ValueError(f"where must be '<mask>' or 'wrong', got {where!r}")
+    inputs, labels, keep = eval_set.inputs.tolist(), eval_set.labels, eval_fates(eval_set)[where]
     hits = total = 0
-    for row, t in where.nonzero().tolist():
+    for row, t in keep.nonzero().tolist():
         left = inputs[row][t - 1] if t > 0 else None
         right = inputs[row][t + 1] if t + 1 < len(inputs[row]) else None
         hits += guess(left, right) == int(labels[row, t])
@@ -400,25 +429,45 @@ def check_whole_word_labels(fn, name: str = "exercise 2") -> None:
     _verdict(name, True, f" (equal to whole-word masking's labels in {len(cases)} cases)")
 
 
-def check_labels_from_masking(fn, name: str = "exercise 4") -> None:
-    """Exercise: ``fn(input_ids, masking)`` -> the labels ``mask_tokens`` returns for that masking."""
-    from ..masked_lm import sample_masking
+def check_input_fates(fn, name: str = "exercise 4") -> None:
+    """Exercise: ``fn(inputs, labels, mask_token_id)`` -> ``(shows_mask, shows_wrong, shows_right)``.
 
+    From :func:`mask_tokens`' outputs alone, the scored positions whose corrupted input shows the mask token, a
+    wrong token, or the original one (Bool[Tensor, "batch seq"] each; unscored positions in none).  Checked
+    against :func:`shown_fates`, computed from the :class:`Masking` that was drawn, on the chapter's vocabulary
+    (BERT's 80/10/10 and a random-heavy setting) and on a vocabulary of four, where a random draw often hits the
+    mask token or the original.
+    """
     if fn is Ellipsis:
         print_verdict(f"{name}: not attempted yet (replace ... with your function)", False)
         return
     tok, batches = _scored_batches()
-    for (ids, special_ids), p in zip(batches, (0.15, 0.5, 0.9)):
+    settings = [(ids, special_ids, tok.mask_id, tok.vocab_size, p, m, r)
+                for (ids, special_ids), (p, m, r) in zip(batches, ((0.15, 0.8, 0.1), (0.5, 0.8, 0.1),
+                                                                   (0.9, 0.2, 0.6)))]
+    tiny = torch.randint(2, 4, (6, 12), generator=torch.Generator().manual_seed(3))  # ids 2, 3; 0 pad, 1 mask
+    tiny[::2, -3:] = 0
+    settings.append((tiny, (0, 1), 1, 4, 0.9, 0.2, 0.7))
+    cases = 0
+    for ids, special_ids, mask_id, vocab_size, p, m, r in settings:
         for seed in range(3):
-            masking = sample_masking(ids, tok.vocab_size, p, special_ids, torch.Generator().manual_seed(seed))
-            _, labels = mask_tokens(ids, tok.mask_id, tok.vocab_size, p, special_ids,
-                                    torch.Generator().manual_seed(seed))
+            inputs, labels, masking = mask_tokens(ids, mask_id, vocab_size, p, special_ids,
+                                                  torch.Generator().manual_seed(seed), m, r, return_masking=True)
+            want = shown_fates(masking, ids, mask_id)
             try:
-                got = torch.as_tensor(fn(ids.clone(), masking))
-            except Exception as err:
+                got = tuple(fn(inputs.clone(), labels.clone(), mask_id))
+            except Exception as err:  # a reader's function that crashes gets a verdict, not a traceback
                 _verdict(name, False, f": your function raised {type(err).__name__}: {err}")
                 return
-            if got.shape != labels.shape or not torch.equal(got.long(), labels):
-                _verdict(name, False, f" (differs from mask_tokens' labels, p = {p}, seed {seed})")
+            cases += 1
+            if len(got) != 3:
+                _verdict(name, False, f": return three tensors (shows_mask, shows_wrong, shows_right), "
+                                      f"got {len(got)}")
                 return
-    _verdict(name, True, " (equal to mask_tokens' labels, 9 maskings)")
+            for what, key, g in zip(("shows_mask", "shows_wrong", "shows_right"), ("<mask>", "wrong", "right"), got):
+                g = torch.as_tensor(g)
+                if g.dtype != torch.bool or g.shape != ids.shape or not torch.equal(g, want[key]):
+                    _verdict(name, False, f" ({what} differs from the masking's fates, vocabulary of {vocab_size}, "
+                                          f"p = {p}, seed {seed})")
+                    return
+    _verdict(name, True, f" (equal to the masking's fates, {cases} maskings)")

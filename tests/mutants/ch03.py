@@ -100,22 +100,30 @@ def my_masked_lm_loss(logits, labels):
 """),
     ],
     "ex4": [
-        ("labels only where the input became <mask>", """
-def labels_from_masking(input_ids, masking):
-    return torch.where(masking.replaced, input_ids, torch.full_like(input_ids, -100))
+        ("every scored input unlike its label is wrong: a <mask> counted twice", """
+def input_fates(inputs, labels, mask_token_id):
+    scored = labels != -100
+    return scored & (inputs == mask_token_id), scored & (inputs != labels), scored & (inputs == labels)
 """),
-        ("labels where the input changed (<mask> or random): the unchanged 10% not scored", """
-def labels_from_masking(input_ids, masking):
-    changed = masking.replaced | masking.randomized
-    return torch.where(changed, input_ids, torch.full_like(input_ids, -100))
+        ("the unscored positions not left out: every -100 label reads as a wrong input", """
+def input_fates(inputs, labels, mask_token_id):
+    shows_mask = inputs == mask_token_id
+    shows_right = inputs == labels
+    return shows_mask, ~shows_mask & ~shows_right, shows_right
 """),
-        ("0 instead of -100 outside the selection", """
-def labels_from_masking(input_ids, masking):
-    return torch.where(masking.selected, input_ids, torch.zeros_like(input_ids))
+        ("right = neither <mask> nor wrong, over every position", """
+def input_fates(inputs, labels, mask_token_id):
+    scored = labels != -100
+    shows_mask = scored & (inputs == mask_token_id)
+    shows_wrong = scored & ~shows_mask & (inputs != labels)
+    return shows_mask, shows_wrong, ~shows_mask & ~shows_wrong
 """),
-        ("the input ids, every position scored", """
-def labels_from_masking(input_ids, masking):
-    return input_ids.clone()
+        ("0/1 integers instead of booleans", """
+def input_fates(inputs, labels, mask_token_id):
+    scored = labels != -100
+    shows_mask = scored & (inputs == mask_token_id)
+    shows_right = scored & (inputs == labels)
+    return shows_mask.long(), (scored & ~shows_mask & ~shows_right).long(), shows_right.long()
 """),
     ],
 }
