@@ -285,49 +285,96 @@ def test_span_explorer_labels_a_cut_off_answer_cls_by_default():
 # ---- demo helpers -------------------------------------------------------------------------------------------------
 
 
-def test_window_labels_cls_recipe_and_document_positions():
-    starts, ends = torch.tensor([3, 30, 33, -1, 5]), torch.tensor([4, 33, 34, 2, 31])
+def test_window_labels_cls_recipe_and_ignored_windows():
+    starts, ends = torch.tensor([3, -1, 30, 5]), torch.tensor([4, -1, 33, 31])  # window positions, -1: not whole
     s, e = demo.window_labels(starts, ends, 32)  # the recipe: not all inside -> (0, 0)
-    assert s.tolist() == [3, 0, 0, 0, 5] and e.tolist() == [4, 0, 0, 0, 31]
-    s, e = demo.window_labels(starts, ends, 32, "document")
-    assert torch.equal(s, starts) and torch.equal(e, ends) and s is not starts
+    assert s.tolist() == [3, 0, 0, 5] and e.tolist() == [4, 0, 0, 31]
+    s, e = demo.window_labels(starts, ends, 32, "ignore")  # past the window: the loss ignores them
+    assert s.tolist() == [3, 32, 32, 5] and e.tolist() == [4, 32, 32, 31] and s is not starts
+    logits = torch.randn(4, 32)
+    kept = question_answering_loss(logits[[0, 3]], logits[[0, 3]], s[[0, 3]], e[[0, 3]])
+    assert torch.equal(question_answering_loss(logits, logits, s, e), kept)  # the ignored rows count for nothing
     with pytest.raises(ValueError, match="no_answer"):
-        demo.window_labels(starts, ends, 32, "drop")
+        demo.window_labels(starts, ends, 32, "document")
 
 
-def test_predict_spans_says_no_answer_when_the_null_score_wins():
-    start_logits = torch.tensor([[0.0, -9.0, 2.0, 0.0, 0.0], [5.0, -9.0, 2.0, 0.0, 0.0]])
-    end_logits = torch.tensor([[0.0, -9.0, 0.0, 3.0, 0.0], [1.0, -9.0, 0.0, 3.0, 0.0]])
-    # row 0: best span (2, 3) scores 5 > null 0; row 1: null 6 > 5
-    assert demo.predict_spans(start_logits, end_logits, max_answer=3).tolist() == [[2, 3], [0, 0]]
-    question_first = torch.tensor([[0.0, 9.0, 0.0, 0.0, 0.0]])  # position 1 is not a context token
-    end_logits = torch.tensor([[0.0, 0.0, 0.0, 1.0, 0.0]])
-    assert demo.predict_spans(question_first, end_logits, max_answer=3, first=2).tolist()[0][0] >= 2
+def test_predict_spans_scores_each_window_and_skips_the_question():
+    start_logits = torch.tensor([[0.0, -9.0, -9.0, 2.0, 0.0, 0.0], [5.0, 9.0, 9.0, 2.0, 0.0, 0.0]])
+    end_logits = torch.tensor([[0.0, -9.0, -9.0, 0.0, 3.0, 0.0], [1.0, 9.0, 9.0, 0.0, 3.0, 0.0]])
+    spans, span_score, null_score = demo.predict_spans(start_logits, end_logits, max_answer=3)
+    assert spans.tolist() == [[3, 4], [3, 4]]  # positions 1, 2 (the question, [SEP]) are never candidates
+    assert span_score.tolist() == [5.0, 5.0] and null_score.tolist() == [0.0, 6.0]
 
 
-def test_squad_v2_scores_count_both_kinds_of_window():
-    starts, ends = torch.tensor([3, 30, 33]), torch.tensor([4, 33, 34])  # one answerable, two cut off
-    perfect = torch.tensor([[3, 4], [0, 0], [0, 0]])
-    assert demo.squad_v2_scores(perfect, starts, ends, 32) == {"exact": 1.0, "has_answer": 1.0, "no_answer": 1.0}
-    never_null = torch.tensor([[3, 4], [30, 31], [5, 6]])  # what skipping cut-off windows cannot see
-    scores = demo.squad_v2_scores(never_null, starts, ends, 32)
-    assert scores["has_answer"] == 1.0 and scores["no_answer"] == 0.0 and scores["exact"] == pytest.approx(1 / 3)
+def _windows(question, offset, gold):
+    w = len(question)
+    return demo.SpanQuestions(
+        torch.zeros(w, 8, dtype=torch.long), torch.tensor(question), torch.tensor(offset), torch.full((w,), -1),
+        torch.full((w,), -1), torch.tensor([s for s, _ in gold]), torch.tensor([e for _, e in gold]),
+    )
+
+
+def test_predict_answers_follows_postprocess_qa_predictions():
+    """Best span over a question's windows, in document positions; null = the smallest window null score, taken
+    only when it beats the best span (utils_qa.py's postprocess_qa_predictions, threshold 0)."""
+    windows = _windows([0, 0, 1, 1], [0, 4, 0, 4], [(9, 10), (0, 0)])
+    start = torch.full((4, 8), -5.0)
+    end = torch.full((4, 8), -5.0)
+    start[0, 3], end[0, 4] = 1.0, 1.0  # question 0, window 0: span (3, 4) scores 2
+    start[1, 5], end[1, 6] = 3.0, 3.0  # question 0, window 1: span (5, 6) scores 6 -> document (9, 10)
+    start[:2, 0] = end[:2, 0] = 2.0  # null 4 in both windows: loses to 6
+    start[2, 0] = end[2, 0] = 4.0  # question 1: nulls 8 and 1 -> 1, beats its best span (-10)
+    start[3, 0] = end[3, 0] = 0.5
+    pred = demo.predict_answers(start, end, windows, max_answer=3)
+    assert pred.tolist() == [[9, 10], [0, 0]]
+    start[3, 6], end[3, 6] = 1.0, 1.0  # question 1's window 1 now has a span scoring 2 > its min null 1
+    assert demo.predict_answers(start, end, windows, max_answer=3).tolist() == [[9, 10], [10, 10]]
+    assert demo.predict_answers(start, end, windows, max_answer=3, threshold=-2.0).tolist()[1] == [0, 0]
+    scores = demo.squad_v2_scores(pred, windows.gold_starts, windows.gold_ends)
+    assert scores == {"exact": 1.0, "HasAns_exact": 1.0, "NoAns_exact": 1.0}
+    never_null = torch.tensor([[9, 10], [3, 4]])  # what a reader that never learned "no answer" does
+    scores = demo.squad_v2_scores(never_null, windows.gold_starts, windows.gold_ends)
+    assert scores == {"exact": 0.5, "HasAns_exact": 1.0, "NoAns_exact": 0.0}
+
+
+def test_span_questions_cut_documents_into_windows_as_prepare_train_features():
+    vocab = demo.SpanVocab()
+    data = demo.make_span_questions(300, generator=torch.Generator().manual_seed(2))
+    again = demo.make_span_questions(300, generator=torch.Generator().manual_seed(2))
+    assert all(torch.equal(getattr(data, f), getattr(again, f)) for f in ("ids", "starts", "gold_starts"))
+    assert data.ids.shape == (600, 32) and data.offset.tolist()[:2] == [0, 16] and len(data) == 300
+    assert 0.25 < float((data.gold_ends == 0).float().mean()) < 0.42  # about a third without an answer
+    for w in range(len(data.ids)):
+        q, o, s, e = (int(t[w]) for t in (data.question, data.offset, data.starts, data.ends))
+        gs, ge = int(data.gold_starts[q]), int(data.gold_ends[q])
+        assert torch.equal(data.ids[w, :3], data.ids[2 * q, :3])  # [CLS] Q [SEP] in every window
+        if s >= 0:  # the whole answer in this window, at its document position minus the offset
+            assert (s + o, e + o) == (gs, ge) and 3 <= s <= e < 32
+            if s > 3:  # the marker before it (a window may start right after the marker, as real windows do)
+                assert int(data.ids[w, s - 1]) == vocab.marker(int(data.ids[w, 1]) - vocab.question(0))
+        else:
+            assert ge == 0 or gs < o + 3 or ge >= o + 32
+    answered = data.gold_ends > 0
+    held = torch.zeros(300, dtype=torch.bool).index_put_((data.question[data.starts >= 0],), torch.tensor(True))
+    assert torch.equal(held, answered)  # every answer lies whole in some window
+    with pytest.raises(ValueError, match="stride"):
+        demo.make_span_questions(4, stride=28)
 
 
 def test_train_reader_selects_on_validation_and_learns_no_answer():
     g = torch.Generator().manual_seed(0)
     vocab = demo.SpanVocab()
-    ids, starts, ends = demo.make_span_data(600, seq=32, generator=g)
-    val = demo.make_span_data(200, seq=32, generator=g)
-    s, e = demo.window_labels(starts, ends, 32)
+    train = demo.make_span_questions(300, generator=g)
+    val = demo.make_span_questions(100, generator=g)
+    s, e = demo.window_labels(train.starts, train.ends, 32)
     model, history, best = demo.train_reader(
-        ids, s, e, val, vocab_size=vocab.size, steps=40, eval_every=20, progress=False, device=torch.device("cpu")
+        train, s, e, val, vocab_size=vocab.size, steps=40, eval_every=20, progress=False, device=torch.device("cpu")
     )
     logged = dict(history["val_exact"])
     assert best in logged and logged[best] == max(logged.values())
     with torch.no_grad():
-        pred = demo.predict_spans(*model(val[0]), max_answer=3)
-    assert demo.squad_v2_scores(pred, val[1], val[2], 32)["exact"] == pytest.approx(logged[best])
+        pred = demo.predict_answers(*model(val.ids), val, max_answer=3)
+    assert demo.squad_v2_scores(pred, val.gold_starts, val.gold_ends)["exact"] == pytest.approx(logged[best])
 
 
 def test_span_data_is_deterministic_and_correct():
@@ -353,7 +400,6 @@ def test_reader_shapes_and_exact_match():
     assert start_logits.shape == end_logits.shape == (5, 16)
     perfect_s = torch.nn.functional.one_hot(starts.clamp(max=15), 16).float() * 50  # [5, 16]
     perfect_e = torch.nn.functional.one_hot(ends.clamp(max=15), 16).float() * 50
-    assert demo.exact_match(perfect_s, perfect_e, starts, ends) == 1.0
     assert demo.best_spans(perfect_s, perfect_e)[:, 0].tolist() == starts.clamp(max=15).tolist()
     spans = demo.best_spans(torch.randn(7, 10), torch.randn(7, 10), max_answer=3)  # [7, 2]
     assert ((spans[:, 1] >= spans[:, 0]) & (spans[:, 1] - spans[:, 0] < 3)).all()

@@ -1,15 +1,16 @@
-"""Chapter 06's demo: a synthetic span-extraction task, a tiny convolutional reader, exact match, the head map.
+"""Chapter 06's demo: a synthetic span-extraction task, a tiny convolutional reader, SQuAD v2 scoring, the head map.
 
-The task (no download): a window of ``seq`` tokens ``[CLS] Q_k [SEP] context...``.  The context is
-filler words in which every key ``k`` appears as a marker token ``K_k`` followed by its answer, a
-run of 1-``max_answer`` value tokens closed by a full stop.  The question token ``Q_k`` asks for the
-answer after ``K_k``: the gold span is that run.  As in real QA pipelines the document is longer than
-the window, so some answers are cut off.  ``make_span_data`` returns their document positions (past
-the window); ``window_labels`` turns them into training labels: the Hugging Face recipe labels a window
-that does not hold the whole answer with the ``[CLS]`` position 0 for start and end ("no answer in
-this window", ``run_qa.py``'s ``prepare_train_features``), so the model learns to say so; leaving the
-positions past the window makes the loss's clamp ignore them, and the model never learns it.
-``predict_spans`` and ``squad_v2_scores`` score both kinds of window, as SQuAD v2 does.
+The task (no download): a question ``Q_k`` about a document of filler words in which keys ``k`` appear
+as a marker token ``K_k`` followed by its answer, a run of 1-``max_answer`` value tokens closed by a full
+stop.  The gold span is the run after ``K_k``; a third of the questions ask about a key the document does
+not hold (no answer, as in SQuAD v2).  As in real QA pipelines the document is longer than the model's
+window: ``make_span_questions`` cuts it into overlapping windows ``[CLS] Q_k [SEP] context...`` as the
+Hugging Face examples do (``run_qa.py``'s ``prepare_train_features``: ``max_length``, ``doc_stride``),
+so many windows do not hold the answer.  ``window_labels`` gives them their training labels: the
+recipe's ``[CLS]`` position 0 for start and end ("no answer in this window"), or positions past the
+window, which the loss ignores.  ``predict_answers`` and ``squad_v2_scores`` score each *question* over
+its windows, as ``utils_qa.py``'s ``postprocess_qa_predictions`` and the SQuAD v2 metric do.
+``make_span_data`` is the one-window version (the document cut once), used by the exercises.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from torch import nn
 __all__ = [
     "SpanVocab",
     "make_span_data",
+    "SpanQuestions",
+    "make_span_questions",
     "SpanReader",
     "best_spans",
-    "exact_match",
     "window_labels",
     "predict_spans",
+    "predict_answers",
     "squad_v2_scores",
     "train_reader",
     "loss_type",
@@ -78,6 +81,31 @@ class SpanVocab:
         return f"w{token - self.first_filler}"
 
 
+def _document(vocab: SpanVocab, document: int, max_answer: int, g: torch.Generator, answerable: bool = True):
+    """One question and its document: ``([CLS] Q_k [SEP] doc...)`` as a list of ``document + 3`` ids, and the gold
+    ``(start, end)`` in it (inclusive), ``(0, 0)`` when the asked key is not in the document."""
+    block = max_answer + 2  # marker + answer + stop
+    doc = (vocab.first_filler + torch.randint(0, vocab.fillers, (document,), generator=g)).tolist()
+    # non-overlapping slots for the key blocks, in random order
+    shift = int(torch.randint(0, block, (1,), generator=g))  # so the window edge cuts blocks anywhere
+    slots = torch.randperm((document - shift) // block, generator=g)[: vocab.keys].tolist()
+    if not slots:
+        raise ValueError(f"document ({document}) is too short for one key block of {block} tokens")
+    # ask about a key that was placed (a short document holds fewer blocks than there are keys)
+    asked = int(torch.randint(0, len(slots), (1,), generator=g))
+    start = end = 0
+    for k, slot in enumerate(slots):
+        if k == asked and not answerable:
+            continue  # the asked key's slot stays filler: no answer in the document
+        length = int(torch.randint(1, max_answer + 1, (1,), generator=g))
+        at = shift + slot * block + int(torch.randint(0, block - length - 1, (1,), generator=g))
+        answer = (vocab.first_value + torch.randint(0, vocab.values, (length,), generator=g)).tolist()
+        doc[at : at + length + 2] = [vocab.marker(k), *answer, vocab.STOP]
+        if k == asked:
+            start, end = 3 + at + 1, 3 + at + length  # +3 for [CLS] Q [SEP]
+    return [vocab.CLS, vocab.question(asked), vocab.SEP, *doc], start, end
+
+
 def make_span_data(
     n: int,
     *,
@@ -87,37 +115,91 @@ def make_span_data(
     vocab: SpanVocab | None = None,
     generator: torch.Generator | None = None,
 ):
-    """``n`` examples: token ids ``[n, seq]`` and gold ``start, end`` ``[n]`` each (inclusive indices).
+    """``n`` one-window examples: token ids ``[n, seq]`` and gold ``start, end`` ``[n]`` each (inclusive).
 
     The document (``document`` tokens after ``[CLS] Q_k [SEP]``) is cut to the window of ``seq`` tokens;
-    an answer cut off keeps its document positions, which are >= ``seq``: the loss ignores them.
+    an answer cut off keeps its document positions, which are >= ``seq``.  Every question is answerable.
     """
     vocab = vocab or SpanVocab()
     if document + 3 < seq:
         raise ValueError(f"document ({document}) + 3 must be at least seq ({seq})")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
-    block = max_answer + 2  # marker + answer + stop
     ids = torch.empty(n, document + 3, dtype=torch.long)  # [n, full length]
     starts = torch.empty(n, dtype=torch.long)
     ends = torch.empty(n, dtype=torch.long)
     for i in range(n):
-        doc = (vocab.first_filler + torch.randint(0, vocab.fillers, (document,), generator=g)).tolist()
-        # non-overlapping slots for the key blocks, in random order
-        shift = int(torch.randint(0, block, (1,), generator=g))  # so the window edge cuts blocks anywhere
-        slots = torch.randperm((document - shift) // block, generator=g)[: vocab.keys].tolist()
-        if not slots:
-            raise ValueError(f"document ({document}) is too short for one key block of {block} tokens")
-        # ask about a key that was placed (a short document holds fewer blocks than there are keys)
-        asked = int(torch.randint(0, len(slots), (1,), generator=g))
-        for k, slot in enumerate(slots):
-            length = int(torch.randint(1, max_answer + 1, (1,), generator=g))
-            at = shift + slot * block + int(torch.randint(0, block - length - 1, (1,), generator=g))
-            answer = (vocab.first_value + torch.randint(0, vocab.values, (length,), generator=g)).tolist()
-            doc[at : at + length + 2] = [vocab.marker(k), *answer, vocab.STOP]
-            if k == asked:
-                starts[i], ends[i] = 3 + at + 1, 3 + at + length  # +3 for [CLS] Q [SEP]
-        ids[i] = torch.tensor([vocab.CLS, vocab.question(asked), vocab.SEP, *doc])
+        row, starts[i], ends[i] = _document(vocab, document, max_answer, g)
+        ids[i] = torch.tensor(row)
     return ids[:, :seq].contiguous(), starts, ends  # [n, seq], [n], [n]
+
+
+@dataclass(frozen=True)
+class SpanQuestions:
+    """Questions cut into windows, as ``prepare_train_features`` / ``prepare_validation_features`` do.
+
+    Per window (``w`` of them, each question's windows in a row): ``ids`` [w, seq]; ``question`` [w], the
+    question it belongs to; ``offset`` [w], where its context starts in the document (window position
+    ``t >= 3`` is document position ``offset + t``); ``starts, ends`` [w], the answer's window positions,
+    ``-1`` when the window does not hold the whole answer.  Per question (``n``): ``gold_starts, gold_ends``
+    [n], document positions, ``(0, 0)`` for a question without an answer (SQuAD v2's empty answer).
+    """
+
+    ids: torch.Tensor
+    question: torch.Tensor
+    offset: torch.Tensor
+    starts: torch.Tensor
+    ends: torch.Tensor
+    gold_starts: torch.Tensor
+    gold_ends: torch.Tensor
+
+    @property
+    def seq(self) -> int:
+        return self.ids.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.gold_starts)
+
+
+def make_span_questions(
+    n: int,
+    *,
+    seq: int = 32,
+    document: int = 45,
+    stride: int = 16,
+    unanswerable: float = 1 / 3,
+    max_answer: int = 3,
+    vocab: SpanVocab | None = None,
+    generator: torch.Generator | None = None,
+) -> SpanQuestions:
+    """``n`` questions, each about a document of ``document`` tokens cut into windows of ``seq`` tokens.
+
+    A window is ``[CLS] Q_k [SEP]`` and ``seq - 3`` context tokens; consecutive windows start ``stride``
+    tokens apart, the last one ends with the document (so every answer lies whole in at least one window:
+    ``seq - 3 - stride >= max_answer`` tokens overlap).  A share ``unanswerable`` of the questions ask
+    about a key the document does not hold.  Returns a :class:`SpanQuestions`.
+    """
+    vocab = vocab or SpanVocab()
+    context = seq - 3
+    if document < context or not 0 < stride <= context - max_answer:
+        raise ValueError(f"need document ({document}) >= seq - 3 ({context}) and 0 < stride ({stride}) <= "
+                         f"seq - 3 - max_answer ({context - max_answer}): every answer whole in some window")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    offsets = [*range(0, document - context, stride), document - context]  # window starts in the context
+    rows, question, offset, starts, ends, gold = [], [], [], [], [], []
+    for i in range(n):
+        answerable = bool(torch.rand((), generator=g) >= unanswerable)
+        full, s, e = _document(vocab, document, max_answer, g, answerable)
+        gold.append((s, e))
+        for o in offsets:
+            rows.append(full[:3] + full[3 + o : 3 + o + context])
+            inside = answerable and o + 3 <= s and e < o + seq  # the whole answer in this window
+            starts.append(s - o if inside else -1)
+            ends.append(e - o if inside else -1)
+            question.append(i)
+            offset.append(o)
+    gold_starts, gold_ends = torch.tensor(gold, dtype=torch.long).reshape(n, 2).unbind(-1)
+    return SpanQuestions(torch.tensor(rows), torch.tensor(question), torch.tensor(offset), torch.tensor(starts),
+                         torch.tensor(ends), gold_starts.contiguous(), gold_ends.contiguous())
 
 
 class SpanReader(nn.Module):
@@ -164,76 +246,86 @@ def best_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, max_answer:
     return torch.stack([flat // seq, flat % seq], dim=-1)  # [batch, 2]
 
 
-def exact_match(start_logits, end_logits, starts, ends, max_answer: int = 30) -> float:
-    """Fraction of the answerable examples (whole gold span inside the window) whose best span is exact."""
-    seq = start_logits.shape[-1]
-    pred = best_spans(start_logits, end_logits, max_answer)  # [batch, 2]
-    answerable = (ends < seq) & (starts >= 0)  # [batch]
-    hit = (pred[:, 0] == starts.to(pred.device)) & (pred[:, 1] == ends.to(pred.device))  # [batch]
-    hit = hit[answerable.to(pred.device)]
-    return float(hit.float().mean()) if hit.numel() else float("nan")
-
-
 def window_labels(starts, ends, seq: int, no_answer: str = "cls"):
-    """Training labels for windows of ``seq`` tokens from document positions ``starts, ends`` [batch].
+    """Training labels for windows of ``seq`` tokens from the answer's window positions ``starts, ends`` [batch].
 
-    ``no_answer="cls"`` (the Hugging Face recipe): a window that does not hold the whole answer gets
-    ``(0, 0)``, the ``[CLS]`` token, "no answer here"; the loss trains the model to point there.
-    ``no_answer="document"``: positions left as they are; the loss's clamp ignores whatever lies past the
-    window (a cut-off end, or both), so such windows teach nothing about "no answer".
-    Returns ``(starts, ends)`` [batch] each (new tensors).
+    A window holds the whole answer when ``0 <= start`` and ``end < seq`` (``-1``: it does not).  The
+    others get, with ``no_answer="cls"`` (the Hugging Face recipe), ``(0, 0)``: the ``[CLS]`` token, "no
+    answer here", which the loss trains the model to point at; with ``no_answer="ignore"``, ``(seq, seq)``:
+    positions past the window, which ``question_answering_loss``'s clamp ignores, so those windows teach
+    nothing (training on the windows with an answer only).  Returns ``(starts, ends)`` [batch] each (new
+    tensors).
     """
-    if no_answer not in ("cls", "document"):
-        raise ValueError(f"no_answer must be 'cls' or 'document', got {no_answer!r}")
+    if no_answer not in ("cls", "ignore"):
+        raise ValueError(f"no_answer must be 'cls' or 'ignore', got {no_answer!r}")
     starts, ends = starts.clone(), ends.clone()
-    if no_answer == "cls":
-        cut = (starts < 0) | (ends >= seq) | (starts >= seq)  # [batch]
-        starts[cut], ends[cut] = 0, 0
+    cut = (starts < 0) | (ends >= seq) | (starts >= seq)  # [batch]
+    starts[cut] = ends[cut] = 0 if no_answer == "cls" else seq
     return starts, ends
 
 
-def predict_spans(start_logits, end_logits, max_answer: int = 30, first: int = 1) -> torch.Tensor:
-    """SQuAD v2 post-processing: the best span, or ``(0, 0)`` ("no answer") when the null score wins.
+def predict_spans(start_logits, end_logits, max_answer: int = 30, first: int = 3):
+    """Each window's best span and its score, and its null score.
 
-    The best span ``(s, e)`` with ``first <= s <= e < s + max_answer`` (``first``: the first context
-    token; the question is not a candidate) maximises ``start_logits[s] + end_logits[e]``; the null
-    score is ``start_logits[0] + end_logits[0]``; "no answer" when null >= best (threshold 0).
-    Returns Long[Tensor, "batch 2"].
+    The best span ``(s, e)`` with ``first <= s <= e < s + max_answer`` (``first``: the first context token;
+    the question is not a candidate) maximises ``start_logits[s] + end_logits[e]``; the null score is
+    ``start_logits[0] + end_logits[0]``, the ``[CLS]`` token's.  Returns ``(spans [batch, 2], span_score
+    [batch], null_score [batch])``.
     """
     masked_s = start_logits.clone()
     masked_s[:, :first] = float("-inf")  # spans start in the context
     spans = best_spans(masked_s, end_logits, max_answer)  # [batch, 2]
     rows = torch.arange(len(spans), device=spans.device)
-    best = start_logits[rows, spans[:, 0]] + end_logits[rows, spans[:, 1]]  # [batch]
-    null = start_logits[:, 0] + end_logits[:, 0]  # [batch]
-    return torch.where((null >= best).unsqueeze(-1), torch.zeros_like(spans), spans)
+    span_score = start_logits[rows, spans[:, 0]] + end_logits[rows, spans[:, 1]]  # [batch]
+    null_score = start_logits[:, 0] + end_logits[:, 0]  # [batch]
+    return spans, span_score, null_score
 
 
-def squad_v2_scores(pred, starts, ends, seq: int) -> dict[str, float]:
-    """Exact match over all windows, as SQuAD v2: a window holding the whole answer must get that span;
-    any other window must get ``(0, 0)``, "no answer".
+def predict_answers(start_logits, end_logits, windows: SpanQuestions, max_answer: int = 30,
+                    threshold: float = 0.0) -> torch.Tensor:
+    """SQuAD v2 post-processing over a question's windows, as ``postprocess_qa_predictions`` does.
 
-    ``pred`` [batch, 2] from ``predict_spans``; ``starts, ends`` [batch] document positions.  Returns
-    ``exact`` (all windows), ``has_answer`` (exact match on the windows that hold the answer, what
-    ``exact_match`` measures) and ``no_answer`` (the share of the other windows answered "no answer").
+    The answer is the best-scoring span over all of a question's windows, in document positions; the
+    question's null score is the *smallest* of its windows' null scores (every window must want "no
+    answer"); "no answer", ``(0, 0)``, when the null score exceeds the best span's by more than
+    ``threshold`` (``null_score_diff_threshold``, 0 by default).  ``start_logits, end_logits``:
+    [windows, seq].  Returns Long[Tensor, "questions 2"], document positions.
     """
-    starts, ends = starts.to(pred.device), ends.to(pred.device)
-    has = (starts >= 0) & (ends < seq) & (starts < seq)  # [batch]
-    hit_span = (pred[:, 0] == starts) & (pred[:, 1] == ends)
-    hit_null = (pred[:, 0] == 0) & (pred[:, 1] == 0)
-    hit = torch.where(has, hit_span, hit_null).float()  # [batch]
+    spans, span_score, null_score = predict_spans(start_logits, end_logits, max_answer)
+    device, n, w = spans.device, len(windows), len(spans)
+    question = windows.question.to(device)  # [windows]
+    per_question = torch.full((n,), -torch.inf, device=device)  # [n]
+    best = per_question.scatter_reduce(0, question, span_score, "amax")  # the best span's score
+    null = (-per_question).scatter_reduce(0, question, null_score, "amin")  # the smallest null
+    at_best = torch.where(span_score == best[question], torch.arange(w, device=device), w)  # [w]
+    window = torch.full((n,), w, device=device).scatter_reduce(0, question, at_best, "amin")  # [n]
+    answers = spans[window] + windows.offset.to(device)[window, None]  # [n, 2] document positions
+    return torch.where((null - best > threshold).unsqueeze(-1), torch.zeros_like(answers), answers)
+
+
+def squad_v2_scores(pred, gold_starts, gold_ends) -> dict[str, float]:
+    """SQuAD v2's exact match, per question: ``exact`` over all questions, ``HasAns_exact`` over the questions
+    with an answer (the gold span), ``NoAns_exact`` over those without (the answer must be "no answer",
+    ``(0, 0)``), as the official evaluation script names them.
+
+    ``pred`` [n, 2] from ``predict_answers``; ``gold_starts, gold_ends`` [n] document positions, ``(0, 0)``
+    for no answer.  Spans are compared by position (SQuAD compares the normalised text).
+    """
+    gold_starts, gold_ends = gold_starts.to(pred.device), gold_ends.to(pred.device)
+    hit = ((pred[:, 0] == gold_starts) & (pred[:, 1] == gold_ends)).float()  # [n]
+    has = gold_ends > 0  # [n]
 
     def mean(x):
         return float(x.mean()) if x.numel() else float("nan")
 
-    return {"exact": mean(hit), "has_answer": mean(hit[has]), "no_answer": mean(hit[~has])}
+    return {"exact": mean(hit), "HasAns_exact": mean(hit[has]), "NoAns_exact": mean(hit[~has])}
 
 
 def train_reader(
-    ids,
+    windows: SpanQuestions,
     starts,
     ends,
-    val,
+    val: SpanQuestions,
     *,
     vocab_size: int,
     loss=None,
@@ -247,13 +339,12 @@ def train_reader(
     desc: str = "reader",
     progress: bool = True,
 ):
-    """Train a ``SpanReader`` on ``ids`` [n, seq] with training labels ``starts, ends`` [n].
+    """Train a ``SpanReader`` on the windows ``windows.ids`` [w, seq] with training labels ``starts, ends`` [w].
 
-    ``loss`` is ``question_answering_loss`` unless given (a bug zoo loss, say).  ``val`` is
-    ``(ids, starts, ends)`` with document positions; every ``eval_every`` steps its SQuAD v2 scores are
-    logged (``val_exact``, ``val_has_answer``, ``val_no_answer``) and the checkpoint with the best
-    ``val_exact`` (earliest on ties) is returned: the test split is never used to choose.
-    Returns ``(model, history, best_step)``.
+    ``loss`` is ``question_answering_loss`` unless given (a bug zoo loss, say).  Every ``eval_every`` steps
+    the validation questions' SQuAD v2 scores are logged (``val_exact``, ``val_HasAns_exact``,
+    ``val_NoAns_exact``) and the checkpoint with the best ``val_exact`` (earliest on ties) is returned: the
+    test split is never used to choose.  Returns ``(model, history, best_step)``.
     """
     from ..question_answering import question_answering_loss
     from ..train import train
@@ -262,8 +353,7 @@ def train_reader(
     data_gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = SpanReader(vocab_size, hidden=32)
-    val_ids, val_starts, val_ends = val
-    seq = ids.shape[1]
+    ids = windows.ids
 
     def loss_fn(model, x, s, e):
         start_logits, end_logits = model(x)  # [batch, seq] each
@@ -274,9 +364,9 @@ def train_reader(
         return ids[idx], starts[idx], ends[idx]
 
     def validate(model):
-        start_logits, end_logits = model(val_ids.to(next(model.parameters()).device))
-        scores = squad_v2_scores(predict_spans(start_logits, end_logits, max_answer), val_starts, val_ends, seq)
-        return {f"val_{k}": v for k, v in scores.items()}
+        start_logits, end_logits = model(val.ids.to(next(model.parameters()).device))
+        pred = predict_answers(start_logits, end_logits, val, max_answer)
+        return {f"val_{k}": v for k, v in squad_v2_scores(pred, val.gold_starts, val.gold_ends).items()}
 
     history = train(
         model,
