@@ -331,3 +331,29 @@ def check_zigzag_targets(fn, name: str = "exercise 2") -> None:
                                      f"loss ({shards} devices, [batch, seq] = {[batch, seq]})", False)
     print_verdict(f"PASS  {name}: the devices' losses add up to the full sequence's loss "
                   f"(tolerance 1e-09, {settings} settings)", True)
+
+
+
+def nll_by_context(model, ids: torch.Tensor, length: int, bucket: int = 16) -> list[float]:
+    """Mean next-token NLL (nats) of ``model`` by how much context a target has: windows of ``length`` tokens
+    start at *every* offset of ``ids``, so each target is scored at each position of a window, and the targets
+    with ``[0, bucket)`` tokens of context, ``[bucket, 2 bucket)``, ... are averaged separately.  The same
+    targets in every bucket: only the context differs."""
+    check_integer("ids", ids, "token ids")
+    check_rank("ids", ids, (1,), "1-D [tokens]")
+    if not (isinstance(length, int) and 1 < length < ids.numel()):
+        raise ValueError(f"need 1 < length < {ids.numel()} (the tokens in ids), got length={length!r}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    windows = ids.unfold(0, length + 1, 1)  # [starts, length + 1]: inputs and the next token
+    total = torch.zeros(length, dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, windows.shape[0], 256):
+            w = windows[start : start + 256].to(device)
+            logits = model(w[:, :-1]).float()  # [batch, length, vocab]
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), w[:, 1:], reduction="none")
+            total += nll.double().sum(0).cpu()
+    model.train(was_training)
+    per_position = total / windows.shape[0]  # [length]
+    return [float(per_position[a : a + bucket].mean()) for a in range(0, length, bucket)]
