@@ -40,7 +40,7 @@ def resolve() -> dict[str, str]:
     """pip's resolution of lossbook[EXTRAS] with torch==TORCH, nothing installed: {name: version}."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--use-pep517",
                "--report", str(report), "-e", f"{ROOT}[{EXTRAS}]", f"torch=={TORCH}"]
         print("lock: resolving", " ".join(cmd[3:]), flush=True)
         subprocess.run(cmd, check=True)

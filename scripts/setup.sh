@@ -42,7 +42,8 @@ if [ -f "$stamp" ] && [ -z "${LOSSBOOK_SETUP_FORCE:-}" ]; then
 else
     echo "lossbook setup: installing lossbook with its notebook, upstream, test, book and course dependencies" \
         "(pinned: constraints.txt)"
-    "$py" -m pip install --quiet -c constraints.txt -e ".[upstream,test,book,course]"
+    # --use-pep517: seqeval (chapter 05's reference) ships only a setup.py sdist, whose legacy build fails
+    "$py" -m pip install --quiet --use-pep517 -c constraints.txt -e ".[upstream,test,book,course]"
     # pip may then report "laplace-torch 0.3 requires torchvision, which is not installed" on later installs:
     # expected and harmless (laplace never imports torchvision; tests/test_laplace_install.py checks it)
     echo "lossbook setup: installing laplace-torch with --no-deps (requirements-laplace.txt)"

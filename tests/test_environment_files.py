@@ -46,7 +46,7 @@ def _environment():
 
 def _setup_extras():
     setup = (ROOT / "scripts" / "setup.sh").read_text()
-    found = re.findall(r'pip install --quiet -c constraints.txt -e "\.\[([a-z,]+)\]"', setup)
+    found = re.findall(r'pip install --quiet (?:--use-pep517 )?-c constraints.txt -e "\.\[([a-z,]+)\]"', setup)
     assert len(found) == 1, "scripts/setup.sh installs lossbook with -c constraints.txt once"
     return found[0]
 

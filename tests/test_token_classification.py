@@ -493,3 +493,26 @@ def test_alignment_explorer_logits_lie_on_the_slider_grid_so_an_echo_changes_not
         ex.logit.value = round(ex.logit.value, 1)  # the browser's snapped echo
         assert (ex.loss, list(ex.grad_row)) == before
         assert ex.logit.value == float(ex.logits[0, position, ex.tag.value])
+
+
+def test_entity_f1_equals_seqeval_on_random_and_edge_case_tag_sequences():
+    """lossbook's entity_f1 over bio_entities against the installed seqeval (default mode: conlleval's rules,
+    micro average): I- after O or after another type starts an entity, B- B- is two, an empty prediction."""
+    from conftest import require
+
+    metrics = require("seqeval.metrics", "chapter 05's entity-level F1 is compared with seqeval's")
+
+    g = torch.Generator().manual_seed(0)
+    names = demo.TAGS
+    gold = [[names[t] for t in torch.randint(0, len(names), (int(n),), generator=g).tolist()]
+            for n in torch.randint(1, 12, (300,), generator=g)]
+    found = [[names[t] if torch.rand((), generator=g) < 0.7 else names[int(torch.randint(0, 5, (), generator=g))]
+              for t in map(names.index, row)] for row in gold]
+    edge_gold = [["O", "I-LOC", "I-LOC"], ["B-PER", "B-PER"], ["B-PER", "I-LOC"], ["O", "O"], ["I-PER"]]
+    edge_found = [["B-LOC", "I-LOC", "I-LOC"], ["B-PER", "I-PER"], ["B-PER", "I-LOC"], ["O", "B-LOC"], ["O"]]
+    for gold_tags, found_tags in ((gold, found), (edge_gold, edge_found), (gold, gold)):
+        ours = demo.entity_f1([demo.bio_entities(t) for t in gold_tags], [demo.bio_entities(t) for t in found_tags])
+        theirs = {"precision": metrics.precision_score(gold_tags, found_tags),
+                  "recall": metrics.recall_score(gold_tags, found_tags), "f1": metrics.f1_score(gold_tags, found_tags)}
+        assert ours == pytest.approx(theirs, abs=1e-12), (ours, theirs)
+    assert 0.2 < demo.entity_f1([demo.bio_entities(t) for t in gold], [demo.bio_entities(t) for t in found])["f1"] < 0.9

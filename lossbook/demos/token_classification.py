@@ -541,3 +541,13 @@ def check_logit_gradient(name: str, fn) -> None:
     verdict = "correct" if wrong == 0 else "not yet"
     print_verdict(f"{name}: {verdict} ({len(trials) - wrong} of {len(trials)} batches agree with autograd)",
                   wrong == 0)
+
+
+def first_piece_tags(pred, word_ids, names=TAGS) -> list[list[str]]:
+    """Each sentence's word tags as strings, read at each word's first piece: the sequences
+    :func:`decode_entities` (``reading="first"``) decodes, in the form seqeval takes."""
+    out = []
+    for tags, wids in zip(pred.tolist(), word_ids.tolist()):
+        pieces = [(t, w) for t, w in zip(tags, wids) if w >= 0]
+        out.append([names[t] for i, (t, w) in enumerate(pieces) if i == 0 or w != pieces[i - 1][1]])
+    return out
