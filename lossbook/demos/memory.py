@@ -19,6 +19,9 @@ __all__ = [
     "train_pair",
     "loss_alone_chunked",
     "chunked_cases",
+    "check_logits_gib",
+    "check_chunked_loss",
+    "check_chunked_peak",
 ]
 
 _BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2, torch.float64: 8}
@@ -138,3 +141,102 @@ def chunked_cases(seed: int = 0, dtype=torch.float32) -> list[dict]:
             labels[row, seq - row * 2:] = -100  # row r ends in 2r padding positions
         cases.append(dict(hidden=h, weight=w, labels=labels, bias=b, chunk_size=chunk, shift=True))
     return cases
+
+
+# ---- the exercises' checks (a verdict, never the answer nor its distance) ------------------------------------------
+
+
+def _say(name: str, passed: bool, text: str) -> None:
+    from ..checks import print_verdict
+
+    print_verdict(f"{'PASS' if passed else 'FAIL'}  {name}{text}", passed)
+
+
+def check_logits_gib(fn, name: str = "exercise 1") -> None:
+    """Exercise: ``fn(batch, seq, vocab, dtype)`` -> the GiB (2**30 bytes) of one ``[batch, seq, vocab]`` logits
+    tensor of ``dtype``; judged against the bytes PyTorch itself gives such a tensor (on the meta device)."""
+    if fn is Ellipsis:
+        return _say(name, False, ": not attempted yet (replace ... with your function)")
+    sizes = [(8, 4096, 128256, torch.float32), (1, 2048, 32000, torch.bfloat16), (4, 512, 50257, torch.float16),
+             (2, 100, 1000, torch.float64), (16, 8192, 151936, torch.bfloat16)]
+    for batch, seq, vocab, dtype in sizes:
+        want = torch.empty(batch, seq, vocab, dtype=dtype, device="meta").untyped_storage().nbytes() / 2**30
+        try:
+            got = float(fn(batch, seq, vocab, dtype))
+        except Exception as err:  # a reader's function that crashes gets a verdict, not a traceback
+            return _say(name, False, f": your function raised {type(err).__name__}: {err}")
+        if not abs(got - want) <= 1e-9 * want:
+            return _say(name, False, f": not yet (batch {batch}, seq {seq}, vocab {vocab}, {dtype})")
+    _say(name, True, f": the logits' size in GiB for {len(sizes)} shapes and dtypes (relative tolerance 1e-09)")
+
+
+def check_chunked_loss(fn, name: str = "exercise 2") -> None:
+    """Exercise: ``fn(hidden, weight, labels, bias, chunk_size, shift)``, the chunked loss from
+    ``F.cross_entropy``: values and gradients against ``chunked_cross_entropy`` on the padded cases, then its peak
+    memory (forward and backward, tracked on the meta device) at 8192 tokens, V = 32000, H = 64, chunks of 128,
+    which must stay below two float32 ``[tokens, vocab]`` tensors: no chunking keeps three."""
+    from ..checks import calls_reference, check_function
+    from ..memory import StorageTracker
+
+    if fn is Ellipsis:
+        return _say(name, False, ": not attempted yet (replace ... with your function)")
+    cases = chunked_cases(seed=5)
+    if calls_reference(fn, chunked_cross_entropy, lambda: [fn(**case) for case in cases]):
+        return _say(name, False, ": your function calls chunked_cross_entropy, the function it is checked against")
+    import contextlib
+    import io
+
+    from .. import checks
+
+    out, graded = io.StringIO(), checks._GRADED[0]
+    checks._GRADED[0] = False  # the comparison's verdict is captured here, and given below
+    try:
+        with contextlib.redirect_stdout(out):
+            check_function(name, fn, chunked_cross_entropy, cases)
+    finally:
+        checks._GRADED[0] = graded
+    verdict = out.getvalue().strip()
+    if not verdict.startswith("PASS"):
+        from ..checks import print_verdict
+
+        return print_verdict(verdict, False)
+    tokens, vocab, hidden = 8192, 32000, 64
+    h = torch.zeros(2, tokens // 2, hidden, device="meta").requires_grad_()
+    w = torch.zeros(vocab, hidden, device="meta").requires_grad_()
+    b = torch.zeros(vocab, device="meta").requires_grad_()
+    y = torch.zeros(2, tokens // 2, dtype=torch.long, device="meta")
+    try:
+        with StorageTracker() as tracker:
+            fn(hidden=h, weight=w, labels=y, bias=b, chunk_size=128, shift=True).backward()
+    except Exception as err:  # e.g. .item() or Python control flow on a meta tensor's value
+        return _say(name, False, f": on the meta device (shapes only, no values) your function raised "
+                                 f"{type(err).__name__}: {err}")
+    if not tracker.peak < 2 * tokens * vocab * 4:
+        return _say(name, False, ": values and gradients agree, but the peak memory at 8192 tokens and V = 32000 "
+                                 "is not below two [tokens, vocab] float32 tensors: is the loss chunked?")
+    _say(name, True, ": values and gradients agree with chunked_cross_entropy (atol 1e-05, 4 cases), and the "
+                     "peak stays below two [tokens, vocab] float32 tensors")
+
+
+def check_chunked_peak(fn, name: str = "exercise 3") -> None:
+    """Exercise: ``fn(batch, seq, vocab, hidden, dtype, chunk_size)`` -> the predicted chunked peak in bytes,
+    the chapter's arithmetic, exact on shapes, dtypes and chunk sizes the chapter does not print."""
+    from ..checks import calls_reference
+
+    if fn is Ellipsis:
+        return _say(name, False, ": not attempted yet (replace ... with your function)")
+    settings = [(8, 4096, 128256, 4096, torch.float32, None), (2, 300, 1000, 64, torch.float32, 96),
+                (1, 50, 1000, 64, torch.float32, 128), (4, 512, 32000, 256, torch.bfloat16, None),
+                (3, 100, 5000, 16, torch.float16, 64), (16, 8192, 151936, 1024, torch.bfloat16, 4096)]
+    for reference in (predicted_peak, peak_memory):
+        if calls_reference(fn, reference, lambda: [fn(*s) for s in settings[1:3]]):
+            return _say(name, False, f": your function calls demo.{reference.__name__}: write the arithmetic")
+    for batch, seq, vocab, hidden, dtype, chunk in settings:
+        try:
+            got = fn(batch, seq, vocab, hidden, dtype, chunk)
+        except Exception as err:  # a reader's function that crashes gets a verdict, not a traceback
+            return _say(name, False, f": your function raised {type(err).__name__}: {err}")
+        if got != predicted_peak(batch, seq, vocab, hidden, dtype, chunk)["chunked"]:
+            return _say(name, False, f": not yet (B={batch}, T={seq}, V={vocab}, H={hidden}, {dtype}, "
+                                     f"chunk_size={chunk})")
+    _say(name, True, f": the predicted chunked peak, exact in bytes, for {len(settings)} settings")
