@@ -13,10 +13,14 @@ from .causal_lm import causal_lm_loss
 from .chunked import chunked_cross_entropy
 from .cross_entropy import fixed_cross_entropy
 from .device import demo_seed, pick_device, pin_threads, seed_everything
+from .distillation import chunked_distillation_loss, distillation_loss
 from .dpo import dpo_loss, sequence_logps
+from .kto import kto_loss
 from .loss_mapping import LOSS_MAPPING, use_lossbook_losses
 from .masked_lm import masked_lm_loss
+from .policy_gradient import group_advantages, policy_gradient_loss
 from .question_answering import question_answering_loss
+from .reference_free import cpo_loss, orpo_loss
 from .reward import pairwise_accuracy, pairwise_reward_loss, preference_probs
 from .sequence_classification import sequence_classification_loss
 from .spin import spin_loss
@@ -97,6 +101,13 @@ __all__ = [
     "sequence_logps",
     "dpo_loss",
     "spin_loss",
+    "group_advantages",
+    "policy_gradient_loss",
+    "distillation_loss",
+    "chunked_distillation_loss",
+    "kto_loss",
+    "cpo_loss",
+    "orpo_loss",
     "pick_device",
     "demo_seed",
     "pin_threads",

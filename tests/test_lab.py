@@ -668,6 +668,122 @@ CHAPTER_11 = Chapter("11_memory.ipynb", ("memory.MemoryExplorer(",), [
 ])
 
 
+# -- chapter 14 -----------------------------------------------------------------------------------------------------
+def shown_kto_14(dom):
+    return {"loss": dom["loss"], "rows": _body(dom["tables"][0])}
+
+
+def expected_kto_14(history):
+    from lossbook.widgets.kto import kto_curves
+
+    s = merged(history)
+    args = (float(s["beta"]), float(s["z0 (KL)"]), float(s["desirable w"]), float(s["undesirable w"]))
+    _, ld, lu, gd, gu = kto_curves(*args, rewards=torch.tensor([float(s["log-ratio r"])]))
+    return {"loss": f"{float(ld[0]):.4f}",
+            "rows": [["desirable", f"{float(ld[0]):.4f}", f"{float(gd[0]):+.4f}"],
+                     ["undesirable", f"{float(lu[0]):.4f}", f"{float(gu[0]):+.4f}"]]}
+
+
+def shown_lengths_14(dom):
+    return {"loss": dom["loss"], "rows": _body(dom["tables"][0])}
+
+
+def expected_lengths_14(history):
+    from lossbook.widgets.kto import length_rewards
+
+    s = merged(history)
+    rewards = length_rewards(int(s["length"]), float(s["log p / token"]), float(s["log-ratio / token"]),
+                             float(s["beta"]), float(s["SimPO beta"]))
+    return {"loss": f"{rewards['SimPO (average log-prob)']:+.4f}",
+            "rows": [[name, f"{value:+.4f}"] for name, value in rewards.items()]}
+
+
+CHAPTER_14 = Chapter("14_reference_free_preferences.ipynb", ("kto.KTOValueExplorer(", "kto.LengthRewards("), [
+    Explorer("KTOValueExplorer", "z0 (KL)",
+             {"beta": 0.5, "z0 (KL)": 1.0, "desirable w": 1.0, "undesirable w": 1.0, "log-ratio r": 2.0},
+             [{"z0 (KL)": 3.0, "beta": 1.5}, {"desirable w": 5.0, "log-ratio r": Keys(3.0, 0.5)},
+              {"undesirable w": 0.25, "log-ratio r": -4.0}],
+             shown_kto_14, expected_kto_14),
+    # the SimPO reward does not move with the length: the first move is checked on the table's summed rows
+    Explorer("LengthRewards", "length",
+             {"length": 8, "log p / token": -1.0, "log-ratio / token": 0.1, "beta": 0.1, "SimPO beta": 2.0},
+             [{"length": 32, "log p / token": -2.0}, {"SimPO beta": 5.0, "log-ratio / token": Keys(0.2, 0.05)},
+              {"beta": 0.5}],
+             shown_lengths_14, expected_lengths_14),
+])
+
+
+# -- chapter 15 -----------------------------------------------------------------------------------------------------
+def shown_distillation_15(dom):
+    return {"loss": dom["loss"], "rows": _body(dom["tables"][0])}
+
+
+def expected_distillation_15(history):
+    from lossbook.widgets.distillation import best_students, two_mode_teacher
+
+    s = merged(history)
+    students = best_students(two_mode_teacher(0.6), round(float(s["beta"]), 2), round(float(s["T"]), 2))
+    rows = [[name, f"{v['mu']:+.1f}", f"{v['sigma']:.2f}", f"{v['left_mass']:.3f}", f"{v['loss']:.4f}"]
+            for name, v in students.items()]
+    return {"loss": rows[-1][-1], "rows": rows}
+
+
+CHAPTER_15 = Chapter("15_distillation.ipynb", ("distillation.DistillationExplorer(",), [
+    Explorer("DistillationExplorer", "beta", {"beta": 0.5, "T": 1.0},
+             [{"beta": 0.9}, {"T": 3.0}, {"beta": Keys(0.8, 0.05), "T": 2.0}],
+             shown_distillation_15, expected_distillation_15),
+])
+
+
+# -- chapter 13 -----------------------------------------------------------------------------------------------------
+def shown_clip_13(dom):
+    return {"loss": dom["loss"], "gradient": re.search(r"gradient = ([+-]\d+\.\d+)", dom["paras"][0]).group(1)}
+
+
+def expected_clip_13(history):
+    s = merged(history)
+    rho = torch.tensor([[float(s["ratio rho"])]], dtype=torch.float64)
+    logp = rho.log().requires_grad_(True)  # [1, 1]: one token, the old log-prob 0
+    loss = lossbook.policy_gradient_loss(logp, torch.zeros_like(logp), torch.tensor([float(s["advantage A"])],
+                                         dtype=torch.float64), torch.ones(1, 1), loss_type="bnpo",
+                                         epsilon=float(s["epsilon"]), epsilon_high=float(s["epsilon_high"]))
+    (grad,) = torch.autograd.grad(loss, logp)
+    return {"loss": f"{-loss.item():+.4f}", "gradient": f"{-grad.item() / rho.item() + 0.0:+.4f}"}
+
+
+def shown_token_weights_13(dom):
+    return {"rows": [r[2:] for r in _body(dom["tables"][0])]}
+
+
+def expected_token_weights_13(history):
+    s = merged(history)
+    lengths = [int(s[f"n{i}"]) for i in range(3)]
+    width = max(int(s["max length L"]), max(lengths))
+    mask = (torch.arange(width)[None] < torch.tensor(lengths)[:, None]).double()  # [3, L]
+    rows = [[] for _ in lengths]
+    for loss_type in ("grpo", "bnpo", "dr_grpo", "dapo"):
+        logp = torch.full(mask.shape, -1.0, dtype=torch.float64, requires_grad=True)
+        kw = {"max_completion_length": width} if loss_type == "dr_grpo" else {}
+        loss = lossbook.policy_gradient_loss(logp, None, torch.ones(3, dtype=torch.float64), mask,
+                                             loss_type=loss_type, **kw)
+        (grad,) = torch.autograd.grad(loss, logp)
+        for i, n in enumerate(lengths):
+            w = -grad[i, 0].item()
+            rows[i].append(f"{w:.4f} / {w * n:.4f}")
+    return {"rows": rows}
+
+
+CHAPTER_13 = Chapter("13_policy_gradients.ipynb", ("policy_gradient.ClipExplorer(", "policy_gradient.TokenWeights("), [
+    Explorer("ClipExplorer", "ratio rho", {"ratio rho": 1.0, "advantage A": 1.0, "epsilon": 0.2, "epsilon_high": 0.28},
+             [{"ratio rho": Keys(1.5, 0.05)}, {"advantage A": -1.0, "ratio rho": 0.6},
+              {"epsilon": 0.3, "epsilon_high": 0.1, "ratio rho": 1.05}],
+             shown_clip_13, expected_clip_13),
+    Explorer("TokenWeights", "max length L", {"n0": 2, "n1": 5, "n2": 12, "max length L": 12},
+             [{"n0": Keys(4, 1)}, {"n2": 20, "max length L": 24}, {"max length L": 3}],
+             shown_token_weights_13, expected_token_weights_13, main="rows"),
+])
+
+
 CHAPTERS = [
     Chapter("01_cross_entropy.ipynb", ("lossbook.widgets.LogitExplorer(", "lossbook.widgets.ShapeTracer("), [
         Explorer("LogitExplorer", "z0", {"z0": 2.0, "z1": 1.0, "z2": 0.1, "z3": -1.0, "target y": "cat"},
@@ -745,6 +861,9 @@ CHAPTERS = [
                    "recipe": _recipe_label("no_world_size_factor")}],
                  shown_weights_12, expected_weights_12, main="total"),
     ]),
+    CHAPTER_13,
+    CHAPTER_14,
+    CHAPTER_15,
 ]
 # chapters without an explorer: nothing to drive live
 NO_WIDGETS = ("00_how_to_read_this_book.ipynb",)
