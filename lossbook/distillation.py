@@ -161,6 +161,7 @@ def _check_logit_inputs(
             f"{student_logits.dtype} on {student_logits.device} and {teacher_logits.dtype} on "
             f"{teacher_logits.device}"
         )
+    _check_no_nan(("student_logits", student_logits), ("teacher_logits", teacher_logits))
     if labels is not None:
         check_integer("labels", labels, "token ids (-100 marks a position left out)")
         if labels.shape != student_logits.shape[:-1]:
@@ -169,6 +170,14 @@ def _check_logit_inputs(
                 f"{shape_str(student_logits)} without the vocab dim), got {shape_str(labels)}"
             )
     return _check_settings(beta, temperature, num_items_in_batch)
+
+
+def _check_no_nan(*named):
+    """A NaN logit or hidden state makes the divergence NaN: refused, named, instead of returned."""
+    for name, t in named:
+        if bool(torch.isnan(t).any()):
+            raise ValueError(f"{name} (shape {shape_str(t)}) holds NaN at {int(torch.isnan(t).sum())} of "
+                             f"{t.numel()} entries: the divergence would be NaN")
 
 
 # ---------------------------------------------------------------- from hidden states, chunked
@@ -280,11 +289,17 @@ def _check_hidden_inputs(
             f"the two lm_heads must share the vocabulary: student_weight {shape_str(student_weight)}, "
             f"teacher_weight {shape_str(teacher_weight)}"
         )
+    _check_no_nan(("student_hidden", student_hidden), ("teacher_hidden", teacher_hidden))
     check_tensor("completion_mask", completion_mask)
     if completion_mask.shape != student_hidden.shape[:-1]:
         raise ValueError(
             f"completion_mask must have shape {list(student_hidden.shape[:-1])} (student_hidden "
             f"{shape_str(student_hidden)} without the last dim), got {shape_str(completion_mask)}"
+        )
+    if not bool(((completion_mask == 0) | (completion_mask == 1)).all()):
+        raise ValueError(
+            f"completion_mask must hold only 0 and 1 (1 = a completion token that is scored), got "
+            f"values {sorted(set(completion_mask.unique().tolist()))[:8]}"
         )
     if chunk_size is None:  # as chapter 11: a [chunk, vocab] block as large as the weight gradient
         chunk_size = student_hidden.shape[-1]

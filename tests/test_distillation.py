@@ -281,3 +281,22 @@ def test_benchmark_case_is_correct_and_below_the_naive_memory():
     assert diffs["chunked"] <= 1e-5, diffs
     peaks = {name: suite.peak_bytes(case.fns[name], torch.device("cpu"))["tracked"] for name in ("chunked", "naive")}
     assert peaks["chunked"] <= 0.2 * peaks["naive"], peaks
+
+
+def test_nan_inputs_and_a_mask_that_is_not_0_or_1_are_refused_by_name():
+    z = torch.randn(2, 3, 5)
+    bad = z.clone()
+    bad[0, 1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"teacher_logits \(shape \[2, 3, 5\]\) holds NaN at 1 of 30"):
+        distillation_loss(z, bad)
+    with pytest.raises(ValueError, match=r"student_logits .* holds NaN"):
+        distillation_loss(bad, z)
+    h, w = torch.randn(2, 3, 4), torch.randn(5, 4)
+    mask = torch.ones(2, 3, dtype=torch.long)
+    nan_h = h.clone()
+    nan_h[1, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"student_hidden .* holds NaN"):
+        chunked_distillation_loss(nan_h, h, w, w, mask)
+    with pytest.raises(ValueError, match="completion_mask must hold only 0 and 1"):
+        chunked_distillation_loss(h, h, w, w, mask * 2)
+    assert torch.isfinite(chunked_distillation_loss(h, h.flip(0), w, w, mask))
