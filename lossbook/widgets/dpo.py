@@ -40,10 +40,13 @@ def variant_curve(loss_type: str, beta: float, label_smoothing: float = 0.0, mar
     return m.detach(), losses.detach(), -grad
 
 
-def _svg(xs, series, width=420, height=220):
-    """An inline SVG line plot (no scripts, so the built book shows it from the saved widget state)."""
-    lo = min(min(s) for s, _, _ in series)
-    hi = max(max(s) for s, _, _ in series)
+def _svg(xs, series, width=420, height=220, *, x_label="margin r_w - r_l", zero_line=True, y_range=True):
+    """An inline SVG line plot (no scripts, so the built book shows it from the saved widget state).
+
+    ``series``: ``(ys, color)`` or ``(ys, color, label)`` per curve; ``zero_line`` draws x = 0, ``y_range``
+    prints the y range.  Chapter 14's widgets draw with it too."""
+    lo = min(min(s[0]) for s in series)
+    hi = max(max(s[0]) for s in series)
     lo, hi = min(lo, 0.0), max(hi, 1.0)
     x0, x1 = xs[0], xs[-1]
 
@@ -54,13 +57,15 @@ def _svg(xs, series, width=420, height=220):
     ax, ay = px(x0, 0.0)
     bx, _ = px(x1, 0.0)
     parts.append(f'<line x1="{ax:.1f}" y1="{ay:.1f}" x2="{bx:.1f}" y2="{ay:.1f}" stroke="#999"/>')
-    zx, _ = px(0.0, 0.0)
-    parts.append(f'<line x1="{zx:.1f}" y1="10" x2="{zx:.1f}" y2="{height - 20}" stroke="#ccc"/>')
-    for ys, color, _ in series:
+    if zero_line:
+        zx, _ = px(0.0, 0.0)
+        parts.append(f'<line x1="{zx:.1f}" y1="10" x2="{zx:.1f}" y2="{height - 20}" stroke="#ccc"/>')
+    for ys, color, *_ in series:
         pts = " ".join("{:.1f},{:.1f}".format(*px(x, y)) for x, y in zip(xs, ys))
         parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>')
-    parts.append(f'<text x="30" y="{height - 4}" font-size="11">margin r_w - r_l from {x0:g} to {x1:g}</text>')
-    parts.append(f'<text x="{width - 150}" y="20" font-size="11">y in [{lo:.2f}, {hi:.2f}]</text>')
+    parts.append(f'<text x="30" y="{height - 4}" font-size="11">{x_label} from {x0:g} to {x1:g}</text>')
+    if y_range:
+        parts.append(f'<text x="{width - 150}" y="20" font-size="11">y in [{lo:.2f}, {hi:.2f}]</text>')
     parts.append("</svg>")
     return "".join(parts)
 

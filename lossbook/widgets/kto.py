@@ -9,6 +9,7 @@ import torch
 from ..dpo import dpo_loss
 from ..kto import kto_loss
 from ..reference_free import cpo_loss
+from .dpo import _svg as dpo_svg
 
 __all__ = ["KTOValueExplorer", "LengthRewards", "kto_curves", "length_rewards"]
 
@@ -28,25 +29,9 @@ def kto_curves(beta: float, z0: float, desirable_weight: float, undesirable_weig
     return r.detach(), losses[:n].detach(), losses[n:].detach(), grad, grad_u
 
 
-def _svg(xs, series, x_label, width=420, height=200):
-    """An inline SVG line plot (no scripts: the built book shows it from the saved widget state)."""
-    lo = min(0.0, min(min(s) for s, _ in series))
-    hi = max(1.0, max(max(s) for s, _ in series))
-    x0, x1 = xs[0], xs[-1]
-
-    def px(x, y):
-        return (30 + (x - x0) / (x1 - x0) * (width - 40), 10 + (hi - y) / (hi - lo) * (height - 30))
-
-    parts = [f'<svg width="{width}" height="{height}" style="background:#fff;border:1px solid #ddd">']
-    ax, ay = px(x0, 0.0)
-    bx, _ = px(x1, 0.0)
-    parts.append(f'<line x1="{ax:.1f}" y1="{ay:.1f}" x2="{bx:.1f}" y2="{ay:.1f}" stroke="#999"/>')
-    for ys, color in series:
-        pts = " ".join("{:.1f},{:.1f}".format(*px(x, y)) for x, y in zip(xs, ys))
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>')
-    parts.append(f'<text x="30" y="{height - 4}" font-size="11">{x_label} from {x0:g} to {x1:g}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+def _svg(xs, series, x_label):
+    """Chapter 09's inline SVG line plot, without its x = 0 line and y range."""
+    return dpo_svg(xs, series, height=200, x_label=x_label, zero_line=False, y_range=False)
 
 
 class KTOValueExplorer(W.VBox):
